@@ -1,0 +1,231 @@
+//! The command line: `smtp-auth-proxy [-c FILE] [-f] [--check-config | --dump-config] [--strict]`.
+//!
+//! Exit codes: 0 success; 1 the configuration is invalid; 2 the command line is wrong.
+
+use crate::config::dump::{self, DumpOptions};
+use crate::config::{self, LoadOptions, MissingIncludes};
+use crate::model;
+use std::ffi::OsString;
+use std::io::Write as _;
+use std::path::PathBuf;
+
+pub const DEFAULT_CONFIG: &str = "/etc/smtp-auth-proxy/ecelerity.conf";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Run,
+    CheckConfig,
+    DumpConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    pub config: PathBuf,
+    pub foreground: bool,
+    pub mode: Mode,
+    pub strict: bool,
+}
+
+pub const USAGE: &str = "\
+usage: smtp-auth-proxy [-c FILE] [-f] [--check-config | --dump-config] [--strict]
+
+  -c, --config FILE   configuration file (default /etc/smtp-auth-proxy/ecelerity.conf)
+  -f, --foreground    stay in the foreground, log to stderr
+  -t, --check-config  validate the configuration and exit: 0 valid, 1 invalid
+      --dump-config   print the merged configuration (includes expanded) and exit
+      --strict        options smtp-auth-proxy does not implement are errors, as in Momentum
+  -h, --help          this help
+  -V, --version       print the version
+";
+
+pub enum Parsed {
+    Args(Args),
+    Help,
+    Version,
+}
+
+/// Parses the arguments after the program name.
+pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String> {
+    let mut out = Args {
+        config: PathBuf::from(DEFAULT_CONFIG),
+        foreground: false,
+        mode: Mode::Run,
+        strict: false,
+    };
+    let mut args = args.into_iter();
+    let set_mode = |out: &mut Args, m: Mode| {
+        if out.mode != Mode::Run && out.mode != m {
+            return Err("--check-config and --dump-config cannot be combined".to_owned());
+        }
+        out.mode = m;
+        Ok(())
+    };
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy();
+        match text.as_ref() {
+            "-c" | "--config" => {
+                out.config = args
+                    .next()
+                    .map(PathBuf::from)
+                    .ok_or_else(|| format!("{text} needs a file name"))?;
+            }
+            s if s.starts_with("--config=") => out.config = PathBuf::from(&s["--config=".len()..]),
+            "-f" | "--foreground" => out.foreground = true,
+            "-t" | "--check-config" => set_mode(&mut out, Mode::CheckConfig)?,
+            "--dump-config" => set_mode(&mut out, Mode::DumpConfig)?,
+            "--strict" => out.strict = true,
+            "-h" | "--help" => return Ok(Parsed::Help),
+            "-V" | "--version" => return Ok(Parsed::Version),
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    Ok(Parsed::Args(out))
+}
+
+/// Runs the command; returns the process exit code.
+pub fn main(argv: impl IntoIterator<Item = OsString>) -> i32 {
+    let args = match parse_args(argv) {
+        Ok(Parsed::Args(a)) => a,
+        Ok(Parsed::Help) => {
+            print!("{USAGE}");
+            return 0;
+        }
+        Ok(Parsed::Version) => {
+            println!("smtp-auth-proxy {}", env!("CARGO_PKG_VERSION"));
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("smtp-auth-proxy: {e}\n\n{USAGE}");
+            return 2;
+        }
+    };
+    match args.mode {
+        Mode::DumpConfig => dump_config(&args),
+        Mode::CheckConfig => check_config(&args),
+        Mode::Run => run(&args),
+    }
+}
+
+/// Parses, expands includes and merges; prints the tree. Missing include files are warnings
+/// here (the include is kept in the output), so a configuration from another machine can be
+/// inspected. The typed model is not built: use `--check-config` for that.
+fn dump_config(args: &Args) -> i32 {
+    let opts = LoadOptions {
+        missing_includes: MissingIncludes::Keep,
+        ..LoadOptions::default()
+    };
+    let loaded = config::load(&args.config, &opts);
+    let mut stderr = std::io::stderr().lock();
+    for d in &loaded.diagnostics.0 {
+        let _ = writeln!(stderr, "{}", d.render(&loaded.sources, true));
+    }
+    if loaded.diagnostics.has_errors() {
+        return 1;
+    }
+    print!(
+        "{}",
+        dump::dump(&loaded.root, &loaded.sources, DumpOptions { origins: true })
+    );
+    0
+}
+
+/// The configuration and everything said about it, as the daemon would load it.
+pub struct Checked {
+    pub loaded: config::Loaded,
+    pub config: Option<model::Config>,
+    pub diagnostics: config::Diagnostics,
+}
+
+/// Loads and validates `path` as the daemon would (missing includes are errors).
+pub fn load_and_check(path: &std::path::Path, strict: bool) -> Checked {
+    let mut loaded = config::load(path, &LoadOptions::default());
+    let mut diagnostics = std::mem::take(&mut loaded.diagnostics);
+    let config = if diagnostics.has_errors() {
+        None
+    } else {
+        let (config, model_diags) = model::build(&loaded.root, &loaded.sources);
+        diagnostics.extend(model_diags);
+        Some(config)
+    };
+    if strict {
+        diagnostics.escalate_unimplemented();
+    }
+    Checked {
+        loaded,
+        config,
+        diagnostics,
+    }
+}
+
+fn report(checked: &Checked) {
+    let mut stderr = std::io::stderr().lock();
+    for d in &checked.diagnostics.0 {
+        let _ = writeln!(stderr, "{}", d.render(&checked.loaded.sources, true));
+    }
+}
+
+fn check_config(args: &Args) -> i32 {
+    let checked = load_and_check(&args.config, args.strict);
+    report(&checked);
+    let errors = checked.diagnostics.errors().count();
+    let warnings = checked.diagnostics.warnings().count();
+    if errors > 0 {
+        eprintln!(
+            "{}: configuration invalid: {errors} error(s), {warnings} warning(s)",
+            args.config.display()
+        );
+        return 1;
+    }
+    if warnings > 0 {
+        eprintln!("{}: {warnings} warning(s)", args.config.display());
+    }
+    println!("Configuration valid");
+    0
+}
+
+fn run(args: &Args) -> i32 {
+    let checked = load_and_check(&args.config, args.strict);
+    report(&checked);
+    if checked.diagnostics.has_errors() {
+        eprintln!(
+            "{}: configuration invalid; not starting",
+            args.config.display()
+        );
+        return 1;
+    }
+    // The ESMTP listener is the next piece of work (issue 3); until it lands, refuse to pretend.
+    eprintln!(
+        "smtp-auth-proxy: the configuration is valid, but this build has no ESMTP listener yet; use --check-config"
+    );
+    2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, String> {
+        match parse_args(args.iter().map(OsString::from))? {
+            Parsed::Args(a) => Ok(a),
+            _ => Err("not args".into()),
+        }
+    }
+
+    #[test]
+    fn argument_forms() {
+        let a = parse(&["-c", "x.conf", "-t", "--strict"]).unwrap();
+        assert_eq!(
+            (a.config, a.mode, a.strict, a.foreground),
+            (PathBuf::from("x.conf"), Mode::CheckConfig, true, false)
+        );
+        let b = parse(&["--config=y.conf", "--foreground"]).unwrap();
+        assert_eq!(
+            (b.config, b.mode, b.foreground),
+            (PathBuf::from("y.conf"), Mode::Run, true)
+        );
+        assert_eq!(parse(&[]).unwrap().config, PathBuf::from(DEFAULT_CONFIG));
+        assert!(parse(&["-t", "--dump-config"]).is_err());
+        assert!(parse(&["-c"]).is_err());
+        assert!(parse(&["--bogus"]).is_err());
+    }
+}

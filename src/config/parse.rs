@@ -1,0 +1,518 @@
+//! The nom parser for Momentum's 3.x+ configuration language.
+//!
+//! `grammar/ecelerity.ebnf` is the specification of this file; keep the two in step.
+//!
+//! The language is LL(1) once whitespace and comments are skipped, so each function looks at the
+//! next character and commits: an error is reported where it happens (`nom::Err::Failure`), not
+//! after backtracking through alternatives, which is what makes the messages point at the right
+//! column.
+
+use super::ast::{Entry, Include, Instance, ScopeStmt, Setting, Statement, Value, ValueKind};
+use super::source::{FileId, Origin};
+use nom::IResult;
+use nom::bytes::complete::{tag, take_till, take_until, take_while, take_while1};
+use nom::character::complete::multispace0;
+use nom::error::{ErrorKind, ParseError};
+
+/// A syntax error: where, and what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    pub offset: usize,
+    pub message: String,
+    pub notes: Vec<String>,
+    /// The file is written in Momentum 2.x syntax; the message says so once.
+    pub legacy: bool,
+}
+
+/// The parser's internal error: the remaining input marks the position.
+#[derive(Debug)]
+struct PErr<'a> {
+    at: &'a str,
+    message: Option<String>,
+    /// Where the unclosed construct the error is about was opened, if anywhere else.
+    opened: Option<&'a str>,
+    legacy: bool,
+}
+
+impl<'a> ParseError<&'a str> for PErr<'a> {
+    fn from_error_kind(at: &'a str, _: ErrorKind) -> Self {
+        PErr {
+            at,
+            message: None,
+            opened: None,
+            legacy: false,
+        }
+    }
+    fn append(_: &'a str, _: ErrorKind, other: Self) -> Self {
+        other
+    }
+}
+
+type PResult<'a, T> = IResult<&'a str, T, PErr<'a>>;
+
+fn fail<'a, T>(at: &'a str, message: impl Into<String>) -> PResult<'a, T> {
+    Err(nom::Err::Failure(PErr {
+        at,
+        message: Some(message.into()),
+        opened: None,
+        legacy: false,
+    }))
+}
+
+/// A failure inside a construct opened at `opened`, which is named in the message.
+fn fail_inside<'a, T>(at: &'a str, opened: &'a str, message: impl Into<String>) -> PResult<'a, T> {
+    Err(nom::Err::Failure(PErr {
+        at,
+        message: Some(message.into()),
+        opened: Some(opened),
+        legacy: false,
+    }))
+}
+
+fn legacy<'a, T>(at: &'a str, what: &str) -> PResult<'a, T> {
+    Err(nom::Err::Failure(PErr {
+        at,
+        message: Some(format!(
+            "this is Momentum 2.x configuration syntax ({what}); smtp-auth-proxy reads the 3.x+ language"
+        )),
+        opened: None,
+        legacy: true,
+    }))
+}
+
+/// Characters of option and scope names: `SMTP_Extensions`, `NAS-IP-Address`.
+pub fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+/// Characters that end a bareword. `/` ends one only where it opens a `/*` comment.
+pub fn is_bare_terminator(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '"' | '#' | '=' | '{' | '}' | '[' | ']' | '(' | ')' | ',')
+}
+
+/// How the next bit of input reads in a message.
+fn describe(i: &str) -> String {
+    match i.chars().next() {
+        None => "end of file".into(),
+        Some('\n' | '\r') => "end of line".into(),
+        Some(c) if is_bare_terminator(c) => format!("`{c}`"),
+        Some(_) => {
+            let word: String = i
+                .chars()
+                .take_while(|&c| !is_bare_terminator(c))
+                .take(40)
+                .collect();
+            format!("`{word}`")
+        }
+    }
+}
+
+struct Cx {
+    len: usize,
+    file: FileId,
+}
+
+impl Cx {
+    fn origin(&self, rest: &str) -> Origin {
+        Origin {
+            file: self.file,
+            offset: u32::try_from(self.len - rest.len()).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+/// Skips whitespace, `# …` line comments and `/* … */` block comments (which do not nest).
+fn skip_ws(mut i: &str) -> PResult<'_, ()> {
+    loop {
+        (i, _) = multispace0(i)?;
+        if let Ok((rest, _)) = tag::<_, _, PErr>("#")(i) {
+            (i, _) = take_till(|c| c == '\n')(rest)?;
+        } else if let Ok((rest, _)) = tag::<_, _, PErr>("/*")(i) {
+            match take_until::<_, _, PErr>("*/")(rest) {
+                Ok((rest, _)) => i = &rest[2..],
+                Err(_) => return fail(i, "comment `/*` is not closed by `*/`"),
+            }
+        } else {
+            return Ok((i, ()));
+        }
+    }
+}
+
+fn name(i: &str) -> PResult<'_, &str> {
+    take_while1(is_name_char)(i)
+}
+
+/// A bareword: a run of anything but terminators, cut before a `/*` comment.
+fn bareword(i: &str) -> PResult<'_, &str> {
+    let (_, run) = take_while1(|c| !is_bare_terminator(c))(i)?;
+    let word = run.find("/*").map_or(run, |n| &run[..n]);
+    if word.is_empty() {
+        return Err(nom::Err::Error(PErr::from_error_kind(
+            i,
+            ErrorKind::TakeWhile1,
+        )));
+    }
+    Ok((&i[word.len()..], word))
+}
+
+/// A double-quoted string. `\\ \" \n \r \t` are decoded; any other `\x` is kept as written so
+/// regular expressions (`\.`, `\w`) survive. Strings may span lines.
+fn quoted(open: &str) -> PResult<'_, String> {
+    let (mut i, _) = tag("\"")(open)?;
+    let mut out = String::new();
+    loop {
+        let (rest, chunk) = take_while(|c| c != '"' && c != '\\')(i)?;
+        out.push_str(chunk);
+        let mut chars = rest.chars();
+        match chars.next() {
+            Some('"') => return Ok((chars.as_str(), out)),
+            Some('\\') => {
+                match chars.next() {
+                    Some('n') => out.push('\n'),
+                    Some('r') => out.push('\r'),
+                    Some('t') => out.push('\t'),
+                    Some(c @ ('\\' | '"')) => out.push(c),
+                    Some(c) => {
+                        out.push('\\');
+                        out.push(c);
+                    }
+                    None => break,
+                }
+                i = chars.as_str();
+            }
+            _ => break,
+        }
+    }
+    fail(
+        open,
+        "string is not closed: no matching `\"` before end of file",
+    )
+}
+
+fn scalar<'a>(cx: &Cx, i: &'a str) -> PResult<'a, Value> {
+    let origin = cx.origin(i);
+    if i.starts_with('"') {
+        let (i, s) = quoted(i)?;
+        return Ok((
+            i,
+            Value {
+                kind: ValueKind::Quoted(s),
+                origin,
+            },
+        ));
+    }
+    let (i, w) = bareword(i)?;
+    Ok((
+        i,
+        Value {
+            kind: ValueKind::Bare(w.to_owned()),
+            origin,
+        },
+    ))
+}
+
+fn value<'a>(cx: &Cx, i: &'a str) -> PResult<'a, Value> {
+    match i.chars().next() {
+        Some('(') => list(cx, i),
+        Some('[') => dict(cx, i),
+        Some('{') => fail(
+            i,
+            "expected a value, found `{` (a scope is written `Name { … }`, without `=`)",
+        ),
+        Some(c) if c == '"' || !is_bare_terminator(c) => scalar(cx, i),
+        _ => fail(i, format!("expected a value, found {}", describe(i))),
+    }
+}
+
+/// Skips whitespace, then one optional `,` separator and whitespace after it.
+fn separator(i: &str) -> PResult<'_, ()> {
+    let (i, _) = skip_ws(i)?;
+    match i.strip_prefix(',') {
+        Some(rest) => skip_ws(rest),
+        None => Ok((i, ())),
+    }
+}
+
+fn list<'a>(cx: &Cx, open: &'a str) -> PResult<'a, Value> {
+    let (mut i, _) = tag("(")(open)?;
+    (i, _) = skip_ws(i)?;
+    let mut items = Vec::new();
+    loop {
+        match i.chars().next() {
+            Some(')') => break,
+            None => return fail(open, "list `(` is not closed by `)`"),
+            Some('}' | ']' | '=') => {
+                return fail_inside(
+                    i,
+                    open,
+                    format!("expected a list item or `)`, found {}", describe(i)),
+                );
+            }
+            _ => {}
+        }
+        let (rest, item) = value(cx, i)?;
+        (i, _) = separator(rest)?;
+        items.push(item);
+    }
+    Ok((
+        &i[1..],
+        Value {
+            kind: ValueKind::List(items),
+            origin: cx.origin(open),
+        },
+    ))
+}
+
+fn dict<'a>(cx: &Cx, open: &'a str) -> PResult<'a, Value> {
+    let (mut i, _) = tag("[")(open)?;
+    (i, _) = skip_ws(i)?;
+    let mut entries = Vec::new();
+    loop {
+        if i.starts_with(']') {
+            break;
+        }
+        if i.is_empty() {
+            return fail(open, "dictionary `[` is not closed by `]`");
+        }
+        let origin = cx.origin(i);
+        let (rest, (key, key_quoted)) = if i.starts_with('"') {
+            let (rest, k) = quoted(i)?;
+            (rest, (k, true))
+        } else {
+            match name(i) {
+                Ok((rest, k)) => (rest, (k.to_owned(), false)),
+                Err(_) => {
+                    return fail(
+                        i,
+                        format!("expected a dictionary key or `]`, found {}", describe(i)),
+                    );
+                }
+            }
+        };
+        let (rest, _) = skip_ws(rest)?;
+        let Some(rest) = rest.strip_prefix('=') else {
+            return fail(
+                rest,
+                format!(
+                    "expected `=` after dictionary key `{key}`, found {}",
+                    describe(rest)
+                ),
+            );
+        };
+        let (rest, _) = skip_ws(rest)?;
+        let (rest, value) = value(cx, rest)?;
+        (i, _) = separator(rest)?;
+        entries.push(Entry {
+            key,
+            key_quoted,
+            value,
+            origin,
+        });
+    }
+    Ok((
+        &i[1..],
+        Value {
+            kind: ValueKind::Dict(entries),
+            origin: cx.origin(open),
+        },
+    ))
+}
+
+fn is_listener_scope(name: &str) -> bool {
+    name.to_ascii_lowercase().ends_with("_listener")
+}
+
+fn statement<'a>(cx: &Cx, start: &'a str) -> PResult<'a, Statement> {
+    let origin = cx.origin(start);
+    let Ok((after_name, name)) = name(start) else {
+        return fail(
+            start,
+            format!(
+                "expected an option or scope name, found {}",
+                describe(start)
+            ),
+        );
+    };
+    if let Some(c) = after_name.chars().next()
+        && !is_bare_terminator(c)
+        && c != '/'
+    {
+        return fail(
+            after_name,
+            format!(
+                "`{c}` cannot appear in a name (names are letters, digits, `_` and `-`); quote values that contain it"
+            ),
+        );
+    }
+    let (i, _) = skip_ws(after_name)?;
+    let lname = name.to_ascii_lowercase();
+
+    if (lname == "include" || lname == "readonly_include") && !i.starts_with(['=', '{']) {
+        let (i, target) = value(cx, i)?;
+        return Ok((
+            i,
+            Statement::Include(Include {
+                readonly: lname == "readonly_include",
+                target,
+                origin,
+            }),
+        ));
+    }
+
+    match i.chars().next() {
+        Some('=') => {
+            let (i, _) = skip_ws(&i[1..])?;
+            if i.starts_with('{') {
+                // `Name = { … }`: seen once in the vendor manual; read as `Name { … }`.
+                return scope_body(cx, i, name, None, origin);
+            }
+            if i.starts_with('(') && is_listener_scope(name) {
+                return legacy(start, &format!("`{name} = ( … )` listener list"));
+            }
+            if i.is_empty() || i.starts_with('}') {
+                return fail(
+                    i,
+                    format!("expected a value after `{name} =`, found {}", describe(i)),
+                );
+            }
+            let (i, value) = value(cx, i)?;
+            Ok((
+                i,
+                Statement::Setting(Setting {
+                    name: name.to_owned(),
+                    value,
+                    origin,
+                }),
+            ))
+        }
+        Some('{') => scope_body(cx, i, name, None, origin),
+        Some('<') => legacy(i, "`<attribute=…>` declaration"),
+        Some(c) if c == '"' || !is_bare_terminator(c) => {
+            let inst_at = i;
+            let (i, inst) = scalar(cx, i)?;
+            let (i, _) = skip_ws(i)?;
+            let (ValueKind::Quoted(text) | ValueKind::Bare(text)) = inst.kind else {
+                unreachable!("scalar() returns scalars")
+            };
+            if i.starts_with('{') {
+                let quoted = inst_at.starts_with('"');
+                return scope_body(cx, i, name, Some(Instance { name: text, quoted }), origin);
+            }
+            if text.contains('/')
+                && (i.starts_with('"') || i.starts_with(|c| !is_bare_terminator(c)))
+            {
+                return legacy(start, &format!("`{name} {text} …` module declaration"));
+            }
+            if i.starts_with('<') {
+                return legacy(i, "`<attribute=…>` declaration");
+            }
+            fail(
+                i,
+                format!(
+                    "expected `{{` to open scope `{name} {}`, found {} (an option needs `=`)",
+                    if inst_at.starts_with('"') {
+                        format!("\"{text}\"")
+                    } else {
+                        text.clone()
+                    },
+                    describe(i)
+                ),
+            )
+        }
+        _ => fail(
+            i,
+            format!(
+                "expected `=`, `{{` or an instance name after `{name}`, found {}",
+                describe(i)
+            ),
+        ),
+    }
+}
+
+fn scope_body<'a>(
+    cx: &Cx,
+    open: &'a str,
+    name: &str,
+    instance: Option<Instance>,
+    origin: Origin,
+) -> PResult<'a, Statement> {
+    let (i, body) = statements(cx, &open[1..], Some(open))?;
+    Ok((
+        &i[1..],
+        Statement::Scope(ScopeStmt {
+            name: name.to_owned(),
+            instance,
+            body,
+            origin,
+        }),
+    ))
+}
+
+/// Statements up to end of file (`open` is `None`) or up to the `}` closing the scope whose `{`
+/// is at `open`; the `}` is left for the caller.
+fn statements<'a>(cx: &Cx, mut i: &'a str, open: Option<&'a str>) -> PResult<'a, Vec<Statement>> {
+    let mut body = Vec::new();
+    loop {
+        (i, _) = skip_ws(i)?;
+        match (i.chars().next(), open) {
+            (None, None) => return Ok((i, body)),
+            (None, Some(open)) => {
+                return fail(open, "scope `{` is not closed by `}` before end of file");
+            }
+            (Some('}'), Some(_)) => return Ok((i, body)),
+            (Some('}'), None) => return fail(i, "`}` closes no open scope"),
+            _ => {}
+        }
+        let (rest, stmt) = statement(cx, i)?;
+        body.push(stmt);
+        i = rest;
+    }
+}
+
+/// Parses one file's text. `file` is recorded in every node's origin.
+pub fn parse(text: &str, file: FileId) -> Result<Vec<Statement>, SyntaxError> {
+    let cx = Cx {
+        len: text.len(),
+        file,
+    };
+    let body = text.strip_prefix('\u{feff}').unwrap_or(text);
+    match statements(&cx, body, None) {
+        Ok((_, stmts)) => Ok(stmts),
+        Err(nom::Err::Error(e) | nom::Err::Failure(e)) => {
+            let mut message = e.message.unwrap_or_else(|| "syntax error".into());
+            if let Some(opened) = e.opened {
+                let before = &text[..text.len() - opened.len()];
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+                message.push_str(&format!(
+                    " (the `{}` opened at line {line}, column {column} is not closed)",
+                    opened.chars().next().unwrap_or('?')
+                ));
+            }
+            let mut notes = Vec::new();
+            if e.legacy {
+                notes.push(
+                    "convert the file with Momentum's `ec_migrate_conf` (it rewrites 2.2 syntax as 3.0), then load the result"
+                        .into(),
+                );
+            }
+            Err(SyntaxError {
+                offset: text.len() - e.at.len(),
+                message,
+                notes,
+                legacy: e.legacy,
+            })
+        }
+        Err(nom::Err::Incomplete(_)) => unreachable!("complete parsers never ask for more input"),
+    }
+}
+
+/// Whether `s` can be written as a bareword and read back as the same bareword.
+pub fn is_bareword(s: &str) -> bool {
+    !s.is_empty() && !s.contains(is_bare_terminator) && !s.contains("/*")
+}
+
+/// Whether `s` can be written as a name (option, scope, dictionary key).
+pub fn is_name(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(is_name_char)
+}

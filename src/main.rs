@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(smtp_auth_proxy::cli::main(std::env::args_os().skip(1)));
+}

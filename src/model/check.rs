@@ -1,0 +1,349 @@
+//! Cross-checks over the whole model: references that name nothing, files that are not there,
+//! and configurations that are legal but dangerous.
+//!
+//! Listener checks run once per client class of each enabled Listen (clients matching no Peer,
+//! and each Peer), because Peer scopes can change what is advertised and how it is backed.
+
+use super::addr::ListenAddr;
+use super::datasource::DatasourceUri;
+use super::listener::{AuthBackend, Effective, ListenerSettings};
+use super::{Config, Cx};
+use crate::config::{Diagnostic, Origin};
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::Path;
+
+pub(super) fn check(cx: &mut Cx, config: &Config) {
+    let mut seen = HashSet::new();
+    let mut push = |cx: &mut Cx, d: Diagnostic| {
+        if seen.insert((d.message.clone(), d.origin.map(|o| (o.file, o.offset)))) {
+            cx.diags.push(d);
+        }
+    };
+    check_listeners(cx, config, &mut push);
+    check_auth_proxy(cx, config);
+    check_files(cx, config);
+}
+
+fn check_listeners(cx: &mut Cx, config: &Config, push: &mut impl FnMut(&mut Cx, Diagnostic)) {
+    let Some(listener) = &config.esmtp_listener else {
+        cx.diags.push(Diagnostic::error(
+            None,
+            "no `ESMTP_Listener` scope: there is nothing to serve (add `ESMTP_Listener { Listen \":25\" { } }`)",
+        ));
+        return;
+    };
+    if listener.enabled_listens().next().is_none() {
+        cx.diags.push(Diagnostic::error(
+            listener.origin,
+            "ESMTP_Listener has no enabled `Listen` scope: there is nothing to serve",
+        ));
+        return;
+    }
+    for listen in listener.enabled_listens() {
+        let mut classes: Vec<(Option<IpAddr>, String, bool)> =
+            vec![(None, "clients matching no Peer".to_owned(), true)];
+        for peer in listen.peers.iter().chain(&listener.peers) {
+            classes.push((
+                Some(peer.cidr.network),
+                format!("Peer \"{}\"", peer.cidr.value),
+                peer.cidr.is_everything(),
+            ));
+        }
+        let addr = &listen.address.value;
+        for (client, class, everyone) in classes {
+            let e = Effective::new(&config.global, listener, listen, client);
+            check_effective(cx, config, &e, addr, &class, everyone, push);
+        }
+    }
+}
+
+fn check_effective(
+    cx: &mut Cx,
+    config: &Config,
+    e: &Effective,
+    addr: &ListenAddr,
+    class: &str,
+    everyone: bool,
+    push: &mut impl FnMut(&mut Cx, Diagnostic),
+) {
+    let where_ = format!("Listen \"{addr}\" ({class})");
+    let use_ssl = e.use_ssl().filter(|u| u.value);
+    let have_cert = e.tls_certificate().is_some() && e.tls_key().is_some();
+    if let Some(u) = use_ssl
+        && !have_cert
+    {
+        push(
+            cx,
+            Diagnostic::error(
+                u.origin,
+                format!(
+                    "Use_SSL is on for {where_} but TLS_Certificate and TLS_Key are not both set"
+                ),
+            ),
+        );
+    }
+    if let Some(ext) = e.extensions() {
+        if ext.starttls && !have_cert {
+            push(
+                cx,
+                Diagnostic::error(
+                    ext.origin,
+                    format!(
+                        "STARTTLS is advertised to {where_} but TLS_Certificate and TLS_Key are not both set"
+                    ),
+                ),
+            );
+        }
+        if ext.starttls && use_ssl.is_some() {
+            push(
+                cx,
+                Diagnostic::warning(
+                    ext.origin,
+                    format!(
+                        "STARTTLS is not offered on {where_}: Use_SSL makes the whole session TLS already"
+                    ),
+                ),
+            );
+        }
+        for &mech in &ext.auth {
+            let Some(params) = e.auth_parameters(mech) else {
+                push(
+                    cx,
+                    Diagnostic::error(
+                        ext.origin,
+                        format!(
+                            "AUTH {} is advertised to {where_} but no {} names its back end",
+                            mech.name(),
+                            mech.parameters_option()
+                        ),
+                    ),
+                );
+                continue;
+            };
+            if params.backend.value == AuthBackend::SmtpAuthProxy {
+                match &config.auth_proxy {
+                    None => push(
+                        cx,
+                        Diagnostic::error(
+                            params.backend.origin,
+                            "`smtp_auth_proxy://` is used but no `smtp_auth_proxy { }` scope configures it",
+                        ),
+                    ),
+                    Some(p) if !p.enabled => push(
+                        cx,
+                        Diagnostic::error(
+                            params.backend.origin,
+                            "`smtp_auth_proxy://` is used but smtp_auth_proxy has `enabled = false`",
+                        ),
+                    ),
+                    Some(_) => {}
+                }
+            }
+        }
+        let clear: Vec<&str> = ext
+            .auth
+            .iter()
+            .filter(|m| m.sends_cleartext())
+            .map(|m| m.name())
+            .collect();
+        let tls_offered = ext.starttls || use_ssl.is_some();
+        if !clear.is_empty() && !tls_offered && !matches!(addr, ListenAddr::Unix(_)) {
+            push(
+                cx,
+                Diagnostic::warning(
+                    ext.origin,
+                    format!(
+                        "DANGER: AUTH {} is offered to {where_} with no TLS: passwords cross the network in clear text (offer STARTTLS with TLS_Certificate and TLS_Key, or Use_SSL)",
+                        clear.join(" ")
+                    ),
+                ),
+            );
+        }
+        if everyone {
+            let open: Vec<&str> = [
+                ("XCLIENT", ext.xclient),
+                ("XREMOTEIP", ext.xremoteip),
+                ("XSETCONTEXT", ext.xsetcontext),
+            ]
+            .into_iter()
+            .filter(|(_, on)| *on)
+            .map(|(n, _)| n)
+            .collect();
+            if !open.is_empty() {
+                push(
+                    cx,
+                    Diagnostic::warning(
+                        ext.origin,
+                        format!(
+                            "DANGER: {} offered to every client of {where_}: any client can claim another address, and with it a relay_hosts address (offer these only in a Peer scope for trusted hosts)",
+                            if open.len() == 1 {
+                                format!("{} is", open[0])
+                            } else {
+                                format!("{} are", open.join(", "))
+                            }
+                        ),
+                    ),
+                );
+            }
+        }
+    }
+    if !config.routing.has_next_hop() {
+        let grant: Option<(Origin, &str)> = e
+            .open_relay()
+            .filter(|o| o.value)
+            .map(|o| (o.origin, "open_relay"))
+            .or_else(|| {
+                e.relay_hosts()
+                    .filter(|r| !r.value.is_empty())
+                    .map(|r| (r.origin, "relay_hosts"))
+            });
+        if let Some((origin, what)) = grant {
+            push(
+                cx,
+                Diagnostic::error(
+                    origin,
+                    format!(
+                        "{what} lets clients of {where_} relay without AUTH, but neither `Gateway` nor `Routes` names a next hop for that mail"
+                    ),
+                ),
+            );
+        }
+    }
+}
+
+fn check_auth_proxy(cx: &mut Cx, config: &Config) {
+    let Some(p) = &config.auth_proxy else { return };
+    if p.hosts.is_empty() && p.ds_cache.is_none() {
+        cx.diags.push(Diagnostic::error(
+            p.origin,
+            "smtp_auth_proxy needs `host`, `ds_cache` with `query`, or both",
+        ));
+    }
+    match (&p.ds_cache, &p.query) {
+        (Some(name), query) => {
+            match config.datasource(&name.value) {
+                None => cx.diags.push(
+                    Diagnostic::error(name.origin, format!("ds_cache `{}` names no Datasource", name.value))
+                        .note(format!("define it: Datasource \"{}\" {{ uri = ( \"sqlite:/path/upstreams.sqlite\" ) }}", name.value)),
+                ),
+                Some(ds) => {
+                    for uri in &ds.uris {
+                        if let DatasourceUri::Unsupported(driver) = &uri.value {
+                            cx.diags.push(Diagnostic::error(
+                                uri.origin,
+                                format!("datasource driver `{driver}:` is not implemented; smtp_auth_proxy lookups go through odbc:, sqlite:, pgsql: or mysql:"),
+                            ));
+                        }
+                    }
+                }
+            }
+            if query.is_none() {
+                cx.diags.push(Diagnostic::error(
+                    name.origin,
+                    "ds_cache is set but smtp_auth_proxy has no `query` to run",
+                ));
+            }
+        }
+        (None, Some(q)) => cx.diags.push(Diagnostic::warning(
+            q.origin,
+            "`query` is not run: smtp_auth_proxy has no `ds_cache`",
+        )),
+        (None, None) => {}
+    }
+    for ds in &config.datasources {
+        if p.ds_cache.as_ref().is_none_or(|n| n.value != ds.name) {
+            cx.diags.push(
+                Diagnostic::warning(ds.origin, format!("Datasource \"{}\" is not used by anything smtp-auth-proxy implements; ignored", ds.name))
+                    .unimplemented(),
+            );
+        }
+    }
+    let used = config.esmtp_listener.iter().any(|l| {
+        std::iter::once(&l.settings)
+            .chain(l.peers.iter().map(|p| &p.settings))
+            .chain(l.listens.iter().flat_map(|l| {
+                std::iter::once(&l.settings).chain(l.peers.iter().map(|p| &p.settings))
+            }))
+            .any(uses_proxy)
+    });
+    if !used {
+        cx.diags.push(Diagnostic::warning(
+            p.origin,
+            "smtp_auth_proxy is configured but no Auth*Parameters `uri` uses `smtp_auth_proxy://`",
+        ));
+    }
+}
+
+fn uses_proxy(s: &ListenerSettings) -> bool {
+    [&s.auth_login, &s.auth_plain, &s.auth_cram_md5]
+        .into_iter()
+        .flatten()
+        .any(|p| p.backend.value == AuthBackend::SmtpAuthProxy)
+}
+
+/// Every listener-family settings block in the model.
+fn all_settings(config: &Config) -> Vec<&ListenerSettings> {
+    let mut all = vec![&config.global];
+    if let Some(l) = &config.esmtp_listener {
+        all.push(&l.settings);
+        all.extend(l.peers.iter().map(|p| &p.settings));
+        for listen in &l.listens {
+            all.push(&listen.settings);
+            all.extend(listen.peers.iter().map(|p| &p.settings));
+        }
+    }
+    all
+}
+
+/// Certificates, keys and password files must be readable here, and look like what they are.
+fn check_files(cx: &mut Cx, config: &Config) {
+    let mut checked = HashSet::new();
+    for s in all_settings(config) {
+        if let Some(c) = &s.tls_certificate
+            && checked.insert(c.value.clone())
+        {
+            check_file(
+                cx,
+                &c.value,
+                c.origin,
+                "TLS_Certificate",
+                Some("-----BEGIN CERTIFICATE-----"),
+            );
+        }
+        if let Some(k) = &s.tls_key
+            && checked.insert(k.value.clone())
+        {
+            check_file(cx, &k.value, k.origin, "TLS_Key", Some("PRIVATE KEY-----"));
+        }
+        for params in [&s.auth_login, &s.auth_plain, &s.auth_cram_md5]
+            .into_iter()
+            .flatten()
+        {
+            if let AuthBackend::File(path) = &params.backend.value
+                && checked.insert(path.clone())
+            {
+                check_file(cx, path, params.backend.origin, "password file", None);
+            }
+        }
+    }
+}
+
+fn check_file(cx: &mut Cx, path: &Path, origin: Origin, what: &str, marker: Option<&str>) {
+    match std::fs::read(path) {
+        Err(e) => cx.diags.push(Diagnostic::error(
+            origin,
+            format!("cannot read {what} {}: {e}", path.display()),
+        )),
+        Ok(bytes) => {
+            if let Some(marker) = marker
+                && !String::from_utf8_lossy(&bytes).contains(marker)
+            {
+                cx.diags.push(Diagnostic::error(
+                    origin,
+                    format!("{what} {} is not PEM: no `{marker}` line", path.display()),
+                ));
+            }
+        }
+    }
+}

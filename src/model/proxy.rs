@@ -1,0 +1,91 @@
+//! The `smtp_auth_proxy { }` module scope: where AUTH is forwarded.
+
+use super::Cx;
+use super::addr::HostPort;
+use super::names::ScopeKind;
+use super::value::{self, Spanned};
+use crate::config::{Diagnostic, Origin, Scope};
+use std::time::Duration;
+
+pub const DEFAULT_PORT: u16 = 25;
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Debug)]
+pub struct SmtpAuthProxy {
+    /// Upstreams to try in order when one cannot be reached; each has its port filled in.
+    pub hosts: Vec<Spanned<HostPort>>,
+    pub port: u16,
+    /// Bounds the whole upstream exchange for one AUTH.
+    pub timeout: Duration,
+    /// The Datasource that maps a user to an upstream.
+    pub ds_cache: Option<Spanned<String>>,
+    /// SQL with `:username`, `:localpart` and `:domain`, passed to the datasource as written.
+    pub query: Option<Spanned<String>>,
+    /// `enabled = false` loads the module passive: it answers no AUTH.
+    pub enabled: bool,
+    pub origin: Origin,
+}
+
+pub(super) fn read(cx: &mut Cx, scope: &Scope) -> Option<SmtpAuthProxy> {
+    let origin = scope.origin?;
+    let mut port = DEFAULT_PORT;
+    let mut raw_hosts = Vec::new();
+    let mut timeout = DEFAULT_TIMEOUT;
+    let mut ds_cache = None;
+    let mut query = None;
+    let mut enabled = true;
+    // `port` applies to hosts written without one, wherever it appears in the scope.
+    if let Some(s) = scope.get("port") {
+        if let Some(p) = cx.read(s, |n, v| value::unsigned(n, v, 1, 65535)) {
+            port = p.value as u16;
+        }
+    }
+    for s in &scope.settings {
+        match s.name.to_ascii_lowercase().as_str() {
+            "port" => {}
+            "host" => match value::scalar_list(&s.name, &s.value) {
+                Ok(items) if items.is_empty() => cx
+                    .diags
+                    .push(Diagnostic::error(s.value.origin, "`host` is an empty list")),
+                Ok(items) => {
+                    raw_hosts = items.into_iter().map(|(h, o)| (h.to_owned(), o)).collect()
+                }
+                Err(d) => cx.diags.push(d),
+            },
+            "timeout" => {
+                if let Some(t) = cx.read(s, |n, v| value::unsigned(n, v, 1, 3600)) {
+                    timeout = Duration::from_secs(t.value);
+                }
+            }
+            "ds_cache" => ds_cache = cx.read(s, value::text),
+            "query" => query = cx.read(s, value::text),
+            "enabled" => enabled = cx.read(s, value::boolean).is_none_or(|b| b.value),
+            _ => cx.unknown_option(ScopeKind::AuthProxy, s),
+        }
+    }
+    for child in &scope.scopes {
+        cx.unknown_scope(ScopeKind::AuthProxy, child);
+    }
+    let hosts = raw_hosts
+        .into_iter()
+        .filter_map(|(h, origin)| match HostPort::parse(&h, port) {
+            Ok(value) => Some(Spanned { value, origin }),
+            Err(e) => {
+                cx.diags.push(Diagnostic::error(
+                    origin,
+                    format!("smtp_auth_proxy host: {e}"),
+                ));
+                None
+            }
+        })
+        .collect();
+    Some(SmtpAuthProxy {
+        hosts,
+        port,
+        timeout,
+        ds_cache,
+        query,
+        enabled,
+        origin,
+    })
+}
