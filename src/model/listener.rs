@@ -559,7 +559,8 @@ fn read_tls_protocols(cx: &mut Cx, name: &str, v: &Value) -> Read<TlsVersions> {
             _ => (true, *token),
         };
         let idx: &[usize] = match word.to_ascii_lowercase().as_str() {
-            "all" => &[0, 1, 2, 3, 4, 5],
+            // As in OpenSSL, ALL has not included SSLv2 for a long time.
+            "all" => &[1, 2, 3, 4, 5],
             "sslv2" => &[0],
             "sslv3" => &[1],
             "tlsv1" | "tlsv1.0" => &[2],
