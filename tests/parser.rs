@@ -79,11 +79,21 @@ fn strings_escapes_and_multiple_lines() {
     );
     let r = &l.root;
     assert_eq!(scalar(r, "a"), "tab\there \"q\" back\\slash\r\n");
-    assert_eq!(scalar(r, "re"), "/^(wanadoo|orange)\\.fr$/ \\w+", "unknown escapes kept");
-    assert_eq!(scalar(r, "q"), "SELECT 1 FROM t WHERE a = :user and\n   b = :pass");
+    assert_eq!(
+        scalar(r, "re"),
+        "/^(wanadoo|orange)\\.fr$/ \\w+",
+        "unknown escapes kept"
+    );
+    assert_eq!(
+        scalar(r, "q"),
+        "SELECT 1 FROM t WHERE a = :user and\n   b = :pass"
+    );
     assert_eq!(scalar(r, "hash"), "#spe_relay");
     assert_eq!(scalar(r, "empty"), "");
-    assert!(matches!(r.get("a").unwrap().value.kind, ValueKind::Quoted(_)));
+    assert!(matches!(
+        r.get("a").unwrap().value.kind,
+        ValueKind::Quoted(_)
+    ));
 }
 
 #[test]
@@ -134,7 +144,11 @@ scalar = "csv:"
     assert_eq!(nested.len(), 3);
     assert_eq!(nested[1].as_list().unwrap().len(), 2);
     assert_eq!(nested[2].as_dict().unwrap()[0].key, "k");
-    assert_eq!(list_items(r, "scalar"), ["csv:"], "a scalar reads as a one-item list");
+    assert_eq!(
+        list_items(r, "scalar"),
+        ["csv:"],
+        "a scalar reads as a one-item list"
+    );
 }
 
 #[test]
@@ -152,10 +166,20 @@ none = []
 "#,
     );
     let r = &l.root;
-    let d = r.get("authloginparameters").unwrap().value.as_dict().unwrap();
+    let d = r
+        .get("authloginparameters")
+        .unwrap()
+        .value
+        .as_dict()
+        .unwrap();
     assert_eq!(
-        d.iter().map(|e| (e.key.as_str(), e.value.as_scalar().unwrap())).collect::<Vec<_>>(),
-        [("log_authentication", "true"), ("uri", "smtp_auth_proxy://")]
+        d.iter()
+            .map(|e| (e.key.as_str(), e.value.as_scalar().unwrap()))
+            .collect::<Vec<_>>(),
+        [
+            ("log_authentication", "true"),
+            ("uri", "smtp_auth_proxy://")
+        ]
     );
     assert_eq!(r.get("one").unwrap().value.as_dict().unwrap().len(), 1);
     assert_eq!(r.get("commas").unwrap().value.as_dict().unwrap().len(), 2);
@@ -233,9 +257,18 @@ fn include_relative_search_path_directory_and_file_uri() {
     assert!(!l.diagnostics.has_errors(), "{:#?}", messages(&l));
     let r = &l.root;
     assert_eq!((scalar(r, "a"), scalar(r, "b")), ("1", "2"));
-    assert_eq!(scalar(r, "shared"), "from-b", "directory files in sorted order, later wins");
+    assert_eq!(
+        scalar(r, "shared"),
+        "from-b",
+        "directory files in sorted order, later wins"
+    );
     assert!(r.get("hidden").is_none() && r.get("nested").is_none());
-    assert!(child(r, "esmtp_listener", None).children("listen").next().is_some());
+    assert!(
+        child(r, "esmtp_listener", None)
+            .children("listen")
+            .next()
+            .is_some()
+    );
     assert_eq!(scalar(r, "found_on_search_path"), "yes");
     assert_eq!(scalar(r, "by_uri"), "1");
 }
@@ -248,13 +281,24 @@ fn include_errors_name_the_place() {
     let l = load(&a, &opts());
     let errs = messages(&l);
     assert_eq!(errs.len(), 1, "{errs:#?}");
-    assert!(errs[0].contains("b.conf:3:1: error: include cycle"), "{}", errs[0]);
-    assert!(errs[0].contains("a.conf:2:1 includes"), "the chain is named: {}", errs[0]);
+    assert!(
+        errs[0].contains("b.conf:3:1: error: include cycle"),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[0].contains("a.conf:2:1 includes"),
+        "the chain is named: {}",
+        errs[0]
+    );
 
     let m = dir.write("m.conf", "\n  include \"missing.conf\"\n");
     let l = load(&m, &opts());
     let errs = messages(&l);
-    assert!(errs[0].starts_with(&format!("{}:2:3: error: included file `missing.conf` does not exist", m.display())));
+    assert!(errs[0].starts_with(&format!(
+        "{}:2:3: error: included file `missing.conf` does not exist",
+        m.display()
+    )));
 
     let keep = LoadOptions {
         missing_includes: MissingIncludes::Keep,
@@ -264,41 +308,100 @@ fn include_errors_name_the_place() {
     assert!(!l.diagnostics.has_errors());
     assert_eq!(l.root.unresolved.len(), 1, "kept for --dump-config");
 
-    let u = dir.write("u.conf", "include \"eccmgr://user:pw@10.0.0.1:2026/boot\"\n");
+    let u = dir.write(
+        "u.conf",
+        "include \"eccmgr://user:pw@10.0.0.1:2026/boot\"\n",
+    );
     let errs = messages(&load(&u, &opts()));
-    assert!(errs[0].contains("u.conf:1:9: error: cannot include `eccmgr://"), "{}", errs[0]);
+    assert!(
+        errs[0].contains("u.conf:1:9: error: cannot include `eccmgr://"),
+        "{}",
+        errs[0]
+    );
 
     let bad = dir.write("bad.conf", "ok = 1\n\nbroken = (\n");
     let top = dir.write("top.conf", "include \"bad.conf\"\n");
     let errs = messages(&load(&top, &opts()));
-    assert!(errs[0].starts_with(&format!("{}:3:10: error: list `(` is not closed", bad.display())), "{}", errs[0]);
+    assert!(
+        errs[0].starts_with(&format!(
+            "{}:3:10: error: list `(` is not closed",
+            bad.display()
+        )),
+        "{}",
+        errs[0]
+    );
 }
 
 #[test]
 fn quoted_option_names_are_not_part_of_the_language() {
-    assert!(error_of("\"quoted\" = 1").starts_with("test.conf:1:1: error: expected an option or scope name"));
+    assert!(
+        error_of("\"quoted\" = 1")
+            .starts_with("test.conf:1:1: error: expected an option or scope name")
+    );
 }
 
 #[test]
 fn syntax_errors_point_at_line_and_column() {
     let cases: &[(&str, &str)] = &[
-        ("a = \"open\n\nstring", "test.conf:1:5: error: string is not closed"),
-        ("a = ( 1 2\nb = 3", "test.conf:2:3: error: expected a list item or `)`, found `=` (the `(` opened at line 1, column 5 is not closed)"),
-        ("a = [ k = v\n", "test.conf:1:5: error: dictionary `[` is not closed"),
-        ("a = [ k v ]", "test.conf:1:9: error: expected `=` after dictionary key `k`, found `v`"),
-        ("Scope {\n  a = 1\n", "test.conf:1:7: error: scope `{` is not closed by `}` before end of file"),
-        ("a = 1\n}\n", "test.conf:2:1: error: `}` closes no open scope"),
-        ("x { a = }", "test.conf:1:9: error: expected a value after `a =`, found `}`"),
-        ("a =", "test.conf:1:4: error: expected a value after `a =`, found end of file"),
-        ("  foo.bar = 1", "test.conf:1:6: error: `.` cannot appear in a name"),
-        ("Listen \":25\"\nx = 1", "test.conf:2:1: error: expected `{` to open scope `Listen \":25\"`, found `x`"),
-        ("a = 1 /* never closed", "test.conf:1:7: error: comment `/*` is not closed by `*/`"),
-        ("= 5", "test.conf:1:1: error: expected an option or scope name, found `=`"),
-        ("é = 1", "test.conf:1:1: error: expected an option or scope name, found `é`"),
+        (
+            "a = \"open\n\nstring",
+            "test.conf:1:5: error: string is not closed",
+        ),
+        (
+            "a = ( 1 2\nb = 3",
+            "test.conf:2:3: error: expected a list item or `)`, found `=` (the `(` opened at line 1, column 5 is not closed)",
+        ),
+        (
+            "a = [ k = v\n",
+            "test.conf:1:5: error: dictionary `[` is not closed",
+        ),
+        (
+            "a = [ k v ]",
+            "test.conf:1:9: error: expected `=` after dictionary key `k`, found `v`",
+        ),
+        (
+            "Scope {\n  a = 1\n",
+            "test.conf:1:7: error: scope `{` is not closed by `}` before end of file",
+        ),
+        (
+            "a = 1\n}\n",
+            "test.conf:2:1: error: `}` closes no open scope",
+        ),
+        (
+            "x { a = }",
+            "test.conf:1:9: error: expected a value after `a =`, found `}`",
+        ),
+        (
+            "a =",
+            "test.conf:1:4: error: expected a value after `a =`, found end of file",
+        ),
+        (
+            "  foo.bar = 1",
+            "test.conf:1:6: error: `.` cannot appear in a name",
+        ),
+        (
+            "Listen \":25\"\nx = 1",
+            "test.conf:2:1: error: expected `{` to open scope `Listen \":25\"`, found `x`",
+        ),
+        (
+            "a = 1 /* never closed",
+            "test.conf:1:7: error: comment `/*` is not closed by `*/`",
+        ),
+        (
+            "= 5",
+            "test.conf:1:1: error: expected an option or scope name, found `=`",
+        ),
+        (
+            "é = 1",
+            "test.conf:1:1: error: expected an option or scope name, found `é`",
+        ),
     ];
     for (text, want) in cases {
         let got = error_of(text);
-        assert!(got.starts_with(want), "\ninput: {text:?}\n  got: {got}\n want: {want}");
+        assert!(
+            got.starts_with(want),
+            "\ninput: {text:?}\n  got: {got}\n want: {want}"
+        );
     }
 }
 
@@ -315,16 +418,27 @@ fn error_shows_the_line_and_a_caret() {
 #[test]
 fn legacy_2x_syntax_is_one_clear_error() {
     for (text, at) in [
-        ("Security { user = x }\nESMTP_Listener = (\n  *:25\n)\n", "test.conf:2:1"),
+        (
+            "Security { user = x }\nESMTP_Listener = (\n  *:25\n)\n",
+            "test.conf:2:1",
+        ),
         ("Module generic/foo foo {\n}\n", "test.conf:1:1"),
         ("Logger logging/ec_logger ec_logger { }", "test.conf:1:1"),
-        ("Binding example <duravip=\"enabled\"> { }", "test.conf:1:17"),
+        (
+            "Binding example <duravip=\"enabled\"> { }",
+            "test.conf:1:17",
+        ),
     ] {
         let l = load_text(text);
         let errs: Vec<_> = l.diagnostics.errors().collect();
         assert_eq!(errs.len(), 1, "{text}");
         let msg = errs[0].render(&l.sources, false);
-        assert!(msg.starts_with(&format!("{at}: error: this is Momentum 2.x configuration syntax")), "{msg}");
+        assert!(
+            msg.starts_with(&format!(
+                "{at}: error: this is Momentum 2.x configuration syntax"
+            )),
+            "{msg}"
+        );
         assert!(msg.contains("ec_migrate_conf"), "{msg}");
     }
 }
@@ -348,13 +462,23 @@ line two"
     let first = tree(text);
     let out = dump(&first.root, &first.sources, DumpOptions::default());
     let second = tree(&out);
-    assert_eq!(dump(&second.root, &second.sources, DumpOptions::default()), out);
+    assert_eq!(
+        dump(&second.root, &second.sources, DumpOptions::default()),
+        out
+    );
     assert_eq!(scalar(&second.root, "re"), "\\w+\\.fr");
     assert_eq!(scalar(&second.root, "multi"), "line one\nline two");
     let with_origins = dump(&first.root, &first.sources, DumpOptions { origins: true });
-    assert!(with_origins.contains("b = bare.word  # test.conf:4"), "{with_origins}");
+    assert!(
+        with_origins.contains("b = bare.word  # test.conf:4"),
+        "{with_origins}"
+    );
     assert_eq!(
-        dump(&tree(&with_origins).root, &first.sources, DumpOptions::default()),
+        dump(
+            &tree(&with_origins).root,
+            &first.sources,
+            DumpOptions::default()
+        ),
         out,
         "origin comments do not change the tree"
     );

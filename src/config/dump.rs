@@ -80,7 +80,8 @@ impl Writer<'_> {
 }
 
 fn instance(out: &mut String, inst: &Instance) {
-    if inst.quoted || !is_bareword(&inst.name) {
+    // A bare instance starting with `<` would read as a 2.x attribute list.
+    if inst.quoted || !is_bareword(&inst.name) || inst.name.starts_with('<') {
         quote(out, &inst.name);
     } else {
         out.push_str(&inst.name);

@@ -65,7 +65,11 @@ pub fn messages(loaded: &Loaded) -> Vec<String> {
 /// Loads text that must be valid and returns the tree.
 pub fn tree(text: &str) -> Loaded {
     let l = load_text(text);
-    assert!(!l.diagnostics.has_errors(), "unexpected errors: {:#?}", messages(&l));
+    assert!(
+        !l.diagnostics.has_errors(),
+        "unexpected errors: {:#?}",
+        messages(&l)
+    );
     l
 }
 
