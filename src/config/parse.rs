@@ -319,7 +319,7 @@ fn dict<'a>(cx: &Cx, open: &'a str) -> PResult<'a, Value> {
 }
 
 fn is_listener_scope(name: &str) -> bool {
-    name.to_ascii_lowercase().ends_with("_listener")
+    name.len() >= 9 && name[name.len() - 9..].eq_ignore_ascii_case("_listener")
 }
 
 fn statement<'a>(cx: &Cx, start: &'a str) -> PResult<'a, Statement> {
@@ -345,14 +345,13 @@ fn statement<'a>(cx: &Cx, start: &'a str) -> PResult<'a, Statement> {
         );
     }
     let (i, _) = skip_ws(after_name)?;
-    let lname = name.to_ascii_lowercase();
-
-    if (lname == "include" || lname == "readonly_include") && !i.starts_with(['=', '{']) {
+    let readonly = name.eq_ignore_ascii_case("readonly_include");
+    if (readonly || name.eq_ignore_ascii_case("include")) && !i.starts_with(['=', '{']) {
         let (i, target) = value(cx, i)?;
         return Ok((
             i,
             Statement::Include(Include {
-                readonly: lname == "readonly_include",
+                readonly,
                 target,
                 origin,
             }),
