@@ -129,3 +129,66 @@ proptest! {
         prop_assert_eq!(dump(&again.root, &again.sources, DumpOptions::default()), first);
     }
 }
+
+/// Text made of the language's own tokens, so generated inputs reach deep into the parser.
+fn config_like() -> impl Strategy<Value = String> {
+    let token = prop_oneof![
+        Just("{".to_owned()),
+        Just("}".to_owned()),
+        Just("(".to_owned()),
+        Just(")".to_owned()),
+        Just("[".to_owned()),
+        Just("]".to_owned()),
+        Just("=".to_owned()),
+        Just(",".to_owned()),
+        Just("\"".to_owned()),
+        Just("\\".to_owned()),
+        Just("#".to_owned()),
+        Just("/*".to_owned()),
+        Just("*/".to_owned()),
+        Just("\n".to_owned()),
+        Just(" ".to_owned()),
+        Just("<".to_owned()),
+        Just("include".to_owned()),
+        Just("ESMTP_Listener".to_owned()),
+        Just("Listen".to_owned()),
+        Just("Peer".to_owned()),
+        Just("\":25\"".to_owned()),
+        Just("SMTP_Extensions".to_owned()),
+        Just("\"AUTH LOGIN\"".to_owned()),
+        Just("relay_hosts".to_owned()),
+        Just("10.0.0.0/8".to_owned()),
+        Just("smtp_auth_proxy".to_owned()),
+        Just("host".to_owned()),
+        Just("TLS_Protocols".to_owned()),
+        Just("\"-ALL:+TLSv1.3\"".to_owned()),
+        Just("Datasource".to_owned()),
+        Just("uri".to_owned()),
+        Just("AuthLoginParameters".to_owned()),
+        Just("Module generic/x".to_owned()),
+        "[a-z0-9:./_-]{1,6}",
+        any::<char>().prop_map(String::from),
+    ];
+    prop::collection::vec(token, 0..60).prop_map(|t| t.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+    /// Whatever the bytes, loading answers with a tree or with positioned errors, and building
+    /// the model from any tree that loads answers with diagnostics: never a panic.
+    #[test]
+    fn arbitrary_input_never_panics(text in prop_oneof![config_like(), any::<String>()]) {
+        let loaded = load_str("fuzz.conf", &text, &common::opts());
+        for d in &loaded.diagnostics.0 {
+            prop_assert!(d.origin.is_some());
+            let _ = d.render(&loaded.sources, true);
+        }
+        if !loaded.diagnostics.has_errors() {
+            let (_, diags) = smtp_auth_proxy::model::build(&loaded.root, &loaded.sources);
+            for d in &diags.0 {
+                let _ = d.render(&loaded.sources, true);
+            }
+        }
+    }
+}
