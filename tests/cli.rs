@@ -25,6 +25,28 @@ fn sample() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/ecelerity.conf")
 }
 
+/// The sample's text with its snakeoil certificate and key replaced by PEM stand-ins in `dir`.
+fn sample_with_stand_in_tls(dir: &TempDir) -> String {
+    let cert = dir.write(
+        "c.pem",
+        "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+    );
+    let key = dir.write(
+        "k.pem",
+        "-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n",
+    );
+    std::fs::read_to_string(sample())
+        .unwrap()
+        .replace(
+            "/etc/ssl/certs/ssl-cert-snakeoil.pem",
+            cert.to_str().unwrap(),
+        )
+        .replace(
+            "/etc/ssl/private/ssl-cert-snakeoil.key",
+            key.to_str().unwrap(),
+        )
+}
+
 #[test]
 fn the_sample_configuration_is_valid() {
     let snakeoil = Path::new("/etc/ssl/private/ssl-cert-snakeoil.key");
@@ -36,25 +58,7 @@ fn the_sample_configuration_is_valid() {
             "ssl-cert's snakeoil pair is not readable here; checking the sample with stand-ins"
         );
         let dir = TempDir::new("sample");
-        let cert = dir.write(
-            "c.pem",
-            "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
-        );
-        let key = dir.write(
-            "k.pem",
-            "-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n",
-        );
-        let text = std::fs::read_to_string(sample())
-            .unwrap()
-            .replace(
-                "/etc/ssl/certs/ssl-cert-snakeoil.pem",
-                cert.to_str().unwrap(),
-            )
-            .replace(
-                "/etc/ssl/private/ssl-cert-snakeoil.key",
-                key.to_str().unwrap(),
-            );
-        let p = dir.write("ecelerity.conf", &text);
+        let p = dir.write("ecelerity.conf", &sample_with_stand_in_tls(&dir));
         std::mem::forget(dir);
         p
     };
@@ -88,19 +92,10 @@ fn an_invalid_file_exits_1_with_file_line_column_and_caret() {
 #[test]
 fn strict_turns_unimplemented_options_into_errors() {
     let dir = TempDir::new("cli-strict");
-    let sample_text = std::fs::read_to_string(sample()).unwrap();
-    let cert = dir.write("c.pem", "-----BEGIN CERTIFICATE-----\n");
-    let key = dir.write("k.pem", "-----BEGIN PRIVATE KEY-----\n");
-    let text = sample_text
-        .replace(
-            "/etc/ssl/certs/ssl-cert-snakeoil.pem",
-            cert.to_str().unwrap(),
-        )
-        .replace(
-            "/etc/ssl/private/ssl-cert-snakeoil.key",
-            key.to_str().unwrap(),
-        )
-        + "\nKeep_Message_Dicts_In_Memory = true\n";
+    let text = sample_with_stand_in_tls(&dir)
+        + "
+Keep_Message_Dicts_In_Memory = true
+";
     let line = text.lines().count();
     let p = dir.write("e.conf", &text);
     let lenient = run(&["-t", "-c", p.to_str().unwrap()]);

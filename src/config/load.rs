@@ -75,12 +75,7 @@ struct Loader<'o> {
 
 /// Loads the configuration file at `path` and everything it includes.
 pub fn load(path: &Path, opts: &LoadOptions) -> Loaded {
-    let mut loader = Loader {
-        opts,
-        sources: SourceMap::new(),
-        diagnostics: Diagnostics::default(),
-        stack: Vec::new(),
-    };
+    let mut loader = Loader::new(opts);
     let mut root = Scope::root();
     loader.load_file(path, None, &mut root);
     loader.finish(root)
@@ -89,19 +84,23 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Loaded {
 /// Loads configuration text that is not in a file (tests, benchmarks). Relative includes are
 /// looked up from the current directory.
 pub fn load_str(name: &str, text: &str, opts: &LoadOptions) -> Loaded {
-    let mut loader = Loader {
-        opts,
-        sources: SourceMap::new(),
-        diagnostics: Diagnostics::default(),
-        stack: Vec::new(),
-    };
+    let mut loader = Loader::new(opts);
     let mut root = Scope::root();
     let id = loader.sources.add(PathBuf::from(name), text.to_owned());
     loader.parse_and_apply(id, &mut root);
     loader.finish(root)
 }
 
-impl Loader<'_> {
+impl<'o> Loader<'o> {
+    fn new(opts: &'o LoadOptions) -> Self {
+        Loader {
+            opts,
+            sources: SourceMap::new(),
+            diagnostics: Diagnostics::default(),
+            stack: Vec::new(),
+        }
+    }
+
     fn finish(mut self, root: Scope) -> Loaded {
         self.diagnostics.sort();
         Loaded {

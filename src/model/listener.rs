@@ -608,18 +608,24 @@ fn read_tls_protocols(cx: &mut Cx, name: &str, v: &Value) -> Read<TlsVersions> {
     Ok(versions)
 }
 
+/// Reads the options of a listener-family scope; anything else there is reported as unknown.
+fn read_settings(cx: &mut Cx, scope: &Scope, kind: ScopeKind) -> ListenerSettings {
+    let mut settings = ListenerSettings::default();
+    for s in &scope.settings {
+        if !read_setting(cx, &mut settings, s, kind) {
+            cx.unknown_option(kind, s);
+        }
+    }
+    settings
+}
+
 /// Reads `ESMTP_Listener { … }` with its Listen and Peer scopes.
 pub(super) fn read_esmtp_listener(cx: &mut Cx, scope: &Scope) -> EsmtpListener {
     let mut listener = EsmtpListener {
-        settings: ListenerSettings::default(),
+        settings: read_settings(cx, scope, ScopeKind::EsmtpListener),
         origin: scope.origin,
         ..EsmtpListener::default()
     };
-    for s in &scope.settings {
-        if !read_setting(cx, &mut listener.settings, s, ScopeKind::EsmtpListener) {
-            cx.unknown_option(ScopeKind::EsmtpListener, s);
-        }
-    }
     for child in &scope.scopes {
         match child.name.to_ascii_lowercase().as_str() {
             "listen" => {
@@ -670,12 +676,7 @@ fn read_listen(cx: &mut Cx, scope: &Scope) -> Option<Listen> {
             return None;
         }
     };
-    let mut settings = ListenerSettings::default();
-    for s in &scope.settings {
-        if !read_setting(cx, &mut settings, s, ScopeKind::Listen) {
-            cx.unknown_option(ScopeKind::Listen, s);
-        }
-    }
+    let settings = read_settings(cx, scope, ScopeKind::Listen);
     let mut peers = Vec::new();
     for child in &scope.scopes {
         if child.name.eq_ignore_ascii_case("peer") {
@@ -721,12 +722,7 @@ fn read_peer(cx: &mut Cx, scope: &Scope) -> Option<Peer> {
             return None;
         }
     };
-    let mut settings = ListenerSettings::default();
-    for s in &scope.settings {
-        if !read_setting(cx, &mut settings, s, ScopeKind::Peer) {
-            cx.unknown_option(ScopeKind::Peer, s);
-        }
-    }
+    let settings = read_settings(cx, scope, ScopeKind::Peer);
     for child in &scope.scopes {
         cx.unknown_scope(ScopeKind::Peer, child);
     }
