@@ -281,7 +281,7 @@ impl<'o> Loader<'o> {
                 self.load_file(&f, Some(inc.origin), scope);
             }
         } else {
-            self.load_file(&found.clone(), Some(inc.origin), scope);
+            self.load_file(found, Some(inc.origin), scope);
         }
     }
 }
