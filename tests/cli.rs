@@ -50,6 +50,8 @@ fn sample_with_stand_in_tls(dir: &TempDir) -> String {
 #[test]
 fn the_sample_configuration_is_valid() {
     let snakeoil = Path::new("/etc/ssl/private/ssl-cert-snakeoil.key");
+    // Holds the stand-in files, when used, until the test ends.
+    let mut stand_in = None;
     let path = if std::fs::read(snakeoil).is_ok() {
         sample()
     } else {
@@ -59,7 +61,7 @@ fn the_sample_configuration_is_valid() {
         );
         let dir = TempDir::new("sample");
         let p = dir.write("ecelerity.conf", &sample_with_stand_in_tls(&dir));
-        std::mem::forget(dir);
+        stand_in = Some(dir);
         p
     };
     let o = run(&["--check-config", "-c", path.to_str().unwrap()]);
@@ -68,6 +70,7 @@ fn the_sample_configuration_is_valid() {
     assert_eq!(stderr(&o), "", "the sample draws no warning");
     let strict = run(&["-t", "--strict", "-c", path.to_str().unwrap()]);
     assert!(strict.status.success(), "{}", stderr(&strict));
+    drop(stand_in);
 }
 
 #[test]

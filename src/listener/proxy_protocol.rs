@@ -24,6 +24,14 @@ pub struct ProxyHeader {
     pub destination: Option<SocketAddr>,
 }
 
+impl ProxyHeader {
+    /// No addresses from the proxy (`UNKNOWN`, `LOCAL`, Unix or UDP): the connection's own stand.
+    pub const UNKNOWN: ProxyHeader = ProxyHeader {
+        source: None,
+        destination: None,
+    };
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decoded {
     /// Not enough bytes yet to decide.
@@ -72,10 +80,7 @@ fn decode_v1(buf: &[u8]) -> Result<Decoded, InvalidHeader> {
     let mut fields = line.split(' ');
     fields.next(); // "PROXY"
     let header = match fields.next() {
-        Some("UNKNOWN") => ProxyHeader {
-            source: None,
-            destination: None,
-        },
+        Some("UNKNOWN") => ProxyHeader::UNKNOWN,
         Some(proto @ ("TCP4" | "TCP6")) => {
             let parts: Vec<&str> = fields.collect();
             let [src, dst, sport, dport] = parts[..] else {
@@ -127,10 +132,7 @@ fn decode_v2(buf: &[u8]) -> Result<Decoded, InvalidHeader> {
     let payload = &buf[16..16 + len];
     let header = match version_command & 0x0f {
         // LOCAL: the proxy's own connection (a health check); use the real addresses.
-        0 => ProxyHeader {
-            source: None,
-            destination: None,
-        },
+        0 => ProxyHeader::UNKNOWN,
         1 => match family {
             0x11 => {
                 let a: [u8; 12] = payload
@@ -159,10 +161,7 @@ fn decode_v2(buf: &[u8]) -> Result<Decoded, InvalidHeader> {
                 }
             }
             // UNSPEC, Unix sockets, UDP: no client IP to take; the connection's own stands.
-            0x00 | 0x31 | 0x32 | 0x12 | 0x22 => ProxyHeader {
-                source: None,
-                destination: None,
-            },
+            0x00 | 0x31 | 0x32 | 0x12 | 0x22 => ProxyHeader::UNKNOWN,
             _ => return Err(InvalidHeader("v2 address family")),
         },
         _ => return Err(InvalidHeader("v2 command is not LOCAL or PROXY")),
@@ -197,13 +196,7 @@ mod tests {
         );
         assert_eq!(
             decode(b"PROXY UNKNOWN\r\n").unwrap(),
-            Decoded::Header(
-                ProxyHeader {
-                    source: None,
-                    destination: None
-                },
-                15
-            )
+            Decoded::Header(ProxyHeader::UNKNOWN, 15)
         );
         for partial in [&b"PRO"[..], b"PROXY TCP4 192.0.2.1"] {
             assert_eq!(decode(partial).unwrap(), Decoded::Incomplete);
@@ -258,13 +251,7 @@ mod tests {
         );
         assert_eq!(
             decode(&v2(0, 0x00, &[])).unwrap(),
-            Decoded::Header(
-                ProxyHeader {
-                    source: None,
-                    destination: None
-                },
-                16
-            )
+            Decoded::Header(ProxyHeader::UNKNOWN, 16)
         );
         for n in 0..h.len() {
             assert_eq!(

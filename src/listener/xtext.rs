@@ -41,12 +41,13 @@ pub fn decode(s: &str) -> Result<String, XtextError> {
 
 /// Encodes a value as xtext (for outbound XCLIENT).
 pub fn encode(s: &str) -> String {
+    use std::fmt::Write as _;
     let mut out = String::with_capacity(s.len());
     for &b in s.as_bytes() {
         if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {
             out.push(b as char);
         } else {
-            out.push_str(&format!("+{b:02X}"));
+            let _ = write!(out, "+{b:02X}");
         }
     }
     out
