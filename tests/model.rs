@@ -660,3 +660,90 @@ fn options_valid_only_in_some_listener_scopes() {
         "{msgs:#?}"
     );
 }
+
+#[test]
+fn mail_with_nowhere_to_go_and_cram_md5_upstream_are_errors() {
+    let dir = TempDir::new("nohop");
+    let users = dir.write("users", "u:p\n");
+    let (_, msgs) = build(&format!(
+        r#"
+relay_domains = ( example.com )
+smtp_auth_proxy {{ host = "127.0.0.1:2525" }}
+ESMTP_Listener {{
+  SMTP_Extensions = ( "AUTH PLAIN" "AUTH CRAM-MD5" )
+  AuthPlainParameters = [ uri = "file://{}" ]
+  AuthCramMD5Parameters = [ uri = "smtp_auth_proxy://" ]
+  Listen "127.0.0.1:25" {{ }}
+}}
+"#,
+        users.display()
+    ));
+    assert!(
+        has(
+            &msgs,
+            "error: relay_domains accepts mail for its domains, but neither `Gateway` nor `Routes`"
+        ),
+        "{msgs:#?}"
+    );
+    assert!(
+        has(
+            &msgs,
+            "error: AUTH PLAIN for Listen \"127.0.0.1:25\" (clients matching no Peer) checks a password file, but neither `Gateway` nor `Routes`"
+        ),
+        "{msgs:#?}"
+    );
+    assert!(
+        has(
+            &msgs,
+            "error: AUTH CRAM-MD5 for Listen \"127.0.0.1:25\" (clients matching no Peer) goes to `smtp_auth_proxy://`"
+        ),
+        "{msgs:#?}"
+    );
+    // With a Gateway, only the CRAM-MD5 one remains.
+    let (_, msgs) = build(&format!(
+        r#"
+Gateway = "127.0.0.1:26"
+relay_domains = ( example.com )
+ESMTP_Listener {{
+  SMTP_Extensions = ( "AUTH PLAIN" )
+  AuthPlainParameters = [ uri = "file://{}" ]
+  Listen "127.0.0.1:25" {{ }}
+}}
+"#,
+        users.display()
+    ));
+    assert!(errors(&msgs).is_empty(), "{msgs:#?}");
+}
+
+#[test]
+fn tls_ciphers_map_to_what_rustls_offers() {
+    let (c, msgs) = build(
+        r#"ESMTP_Listener {
+  TLS_Ciphers = "ECDHE-RSA-AES128-GCM-SHA256:AES128-SHA:!aNULL"
+  Listen ":25" { }
+  Listen ":26" { TLS_Ciphers = "HIGH:!MD5" }
+}"#,
+    );
+    let l = c.esmtp_listener.unwrap();
+    assert_eq!(
+        l.settings.tls_ciphers.unwrap().value.suites,
+        Some(vec!["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"])
+    );
+    assert_eq!(
+        l.listens[1]
+            .settings
+            .tls_ciphers
+            .as_ref()
+            .unwrap()
+            .value
+            .suites,
+        None
+    );
+    assert!(
+        has(
+            &msgs,
+            "warning: `TLS_Ciphers`: AES128-SHA cannot be offered"
+        ),
+        "{msgs:#?}"
+    );
+}

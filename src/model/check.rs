@@ -6,7 +6,7 @@
 
 use super::addr::ListenAddr;
 use super::datasource::DatasourceUri;
-use super::listener::{AuthBackend, Effective, ListenerSettings};
+use super::listener::{AuthBackend, Effective, ListenerSettings, Mechanism};
 use super::{Config, Cx};
 use crate::config::{Diagnostic, Origin};
 use std::collections::HashSet;
@@ -22,6 +22,7 @@ pub(super) fn check(cx: &mut Cx, config: &Config) {
     };
     check_listeners(cx, config, &mut push);
     check_auth_proxy(cx, config);
+    check_relay_domains(cx, config);
     check_files(cx, config);
 }
 
@@ -121,6 +122,31 @@ fn check_effective(
                 );
                 continue;
             };
+            if params.backend.value == AuthBackend::SmtpAuthProxy && mech == Mechanism::CramMd5 {
+                push(
+                    cx,
+                    Diagnostic::error(
+                        params.backend.origin,
+                        format!(
+                            "AUTH CRAM-MD5 for {where_} goes to `smtp_auth_proxy://`, which does not relay CRAM-MD5 challenges yet; use LOGIN or PLAIN"
+                        ),
+                    ),
+                );
+            }
+            if !config.routing.has_next_hop()
+                && let AuthBackend::File(_) = params.backend.value
+            {
+                push(
+                    cx,
+                    Diagnostic::error(
+                        params.backend.origin,
+                        format!(
+                            "AUTH {} for {where_} checks a password file, but neither `Gateway` nor `Routes` names a next hop for the authenticated mail (only `smtp_auth_proxy://` can relay it through its upstream)",
+                            mech.name()
+                        ),
+                    ),
+                );
+            }
             if params.backend.value == AuthBackend::SmtpAuthProxy {
                 match &config.auth_proxy {
                     None => push(
@@ -212,6 +238,19 @@ fn check_effective(
     }
 }
 
+/// `relay_domains` accepts mail from anyone for its domains; that mail needs a next hop.
+fn check_relay_domains(cx: &mut Cx, config: &Config) {
+    if let Some(d) = &config.relay_domains
+        && !d.value.is_empty()
+        && !config.routing.has_next_hop()
+    {
+        cx.diags.push(Diagnostic::error(
+            d.origin,
+            "relay_domains accepts mail for its domains, but neither `Gateway` nor `Routes` names a next hop for it",
+        ));
+    }
+}
+
 fn check_auth_proxy(cx: &mut Cx, config: &Config) {
     let Some(p) = &config.auth_proxy else { return };
     if p.hosts.is_empty() && p.ds_cache.is_none() {
@@ -283,23 +322,10 @@ fn uses_proxy(s: &ListenerSettings) -> bool {
 }
 
 /// Every listener-family settings block in the model.
-fn all_settings(config: &Config) -> Vec<&ListenerSettings> {
-    let mut all = vec![&config.global];
-    if let Some(l) = &config.esmtp_listener {
-        all.push(&l.settings);
-        all.extend(l.peers.iter().map(|p| &p.settings));
-        for listen in &l.listens {
-            all.push(&listen.settings);
-            all.extend(listen.peers.iter().map(|p| &p.settings));
-        }
-    }
-    all
-}
-
 /// Certificates, keys and password files must be readable here, and look like what they are.
 fn check_files(cx: &mut Cx, config: &Config) {
     let mut checked = HashSet::new();
-    for s in all_settings(config) {
+    for s in config.all_listener_settings() {
         if let Some(c) = &s.tls_certificate
             && checked.insert(c.value.clone())
         {

@@ -43,7 +43,7 @@ pub struct ListenerSettings {
     pub use_ssl: Option<Spanned<bool>>,
     pub tls_certificate: Option<Spanned<PathBuf>>,
     pub tls_key: Option<Spanned<PathBuf>>,
-    pub tls_ciphers: Option<Spanned<String>>,
+    pub tls_ciphers: Option<Spanned<TlsCiphers>>,
     pub tls_protocols: Option<Spanned<TlsVersions>>,
     pub starttls_injection_policy: Option<Spanned<InjectionPolicy>>,
 }
@@ -127,6 +127,47 @@ impl Default for TlsVersions {
         }
     }
 }
+
+/// `TLS_Ciphers`, as far as rustls can follow it: `None` keeps rustls' own list (for keywords
+/// such as `DEFAULT` or `HIGH`); otherwise the IANA names of the suites the list names.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct TlsCiphers {
+    pub suites: Option<Vec<&'static str>>,
+}
+
+/// The suites rustls implements: (IANA name, OpenSSL name).
+pub const RUSTLS_SUITES: [(&str, &str); 9] = [
+    ("TLS13_AES_256_GCM_SHA384", "TLS_AES_256_GCM_SHA384"),
+    ("TLS13_AES_128_GCM_SHA256", "TLS_AES_128_GCM_SHA256"),
+    (
+        "TLS13_CHACHA20_POLY1305_SHA256",
+        "TLS_CHACHA20_POLY1305_SHA256",
+    ),
+    (
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+    ),
+    (
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+    ),
+    (
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    ),
+];
 
 /// `Starttls_Injection_Policy`: what to do with commands pipelined behind `STARTTLS`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -253,7 +294,7 @@ impl<'a> Effective<'a> {
         lookup!(self.tls_key)
     }
 
-    pub fn tls_ciphers(&self) -> Option<&'a Spanned<String>> {
+    pub fn tls_ciphers(&self) -> Option<&'a Spanned<TlsCiphers>> {
         lookup!(self.tls_ciphers)
     }
 
@@ -346,7 +387,7 @@ pub(super) fn read_setting(
         "use_ssl" => out.use_ssl = cx.read(s, value::boolean),
         "tls_certificate" => out.tls_certificate = cx.read_path(s),
         "tls_key" => out.tls_key = cx.read_path(s),
-        "tls_ciphers" => out.tls_ciphers = cx.read(s, value::text),
+        "tls_ciphers" => out.tls_ciphers = cx.read_with(s, read_tls_ciphers),
         "tls_protocols" => out.tls_protocols = cx.read_with(s, read_tls_protocols),
         "starttls_injection_policy" => {
             out.starttls_injection_policy = cx.read(s, |n, v| {
@@ -533,6 +574,57 @@ fn read_relay_hosts(cx: &mut Cx, name: &str, v: &Value) -> Read<Vec<Cidr>> {
         }
     }
     Ok(out)
+}
+
+/// Reads an OpenSSL cipher list. Names of suites rustls implements (OpenSSL or IANA spelling)
+/// restrict the offer to them; group keywords (`DEFAULT`, `HIGH`, `ALL`) keep rustls' list,
+/// which is already what they select today; removals (`!aNULL`, `-MD5`) remove nothing rustls
+/// offers. Named suites rustls lacks are reported, since the list cannot be honoured for them.
+fn read_tls_ciphers(cx: &mut Cx, name: &str, v: &Value) -> Read<TlsCiphers> {
+    let text = value::scalar(name, v)?;
+    let mut suites = Vec::new();
+    let mut keyword = false;
+    let mut missing = Vec::new();
+    for token in text.split([':', ',', ' ', '\t']).filter(|t| !t.is_empty()) {
+        if token.starts_with(['!', '-']) {
+            continue;
+        }
+        let word = token.trim_start_matches('+');
+        if let Some((iana, _)) = RUSTLS_SUITES
+            .iter()
+            .find(|(i, o)| i.eq_ignore_ascii_case(word) || o.eq_ignore_ascii_case(word))
+        {
+            if !suites.contains(iana) {
+                suites.push(*iana);
+            }
+        } else if !word.contains(['-', '_']) {
+            // A group keyword (DEFAULT, HIGH, aRSA, TLSv1.2, @STRENGTH, …).
+            keyword = true;
+        } else {
+            missing.push(word.to_owned());
+        }
+    }
+    if !missing.is_empty() {
+        cx.diags.push(Diagnostic::warning(
+            v.origin,
+            format!(
+                "`{name}`: {} cannot be offered (rustls implements only AEAD suites with forward secrecy)",
+                missing.join(", ")
+            ),
+        ));
+    }
+    if keyword || suites.is_empty() {
+        if suites.is_empty() && !keyword {
+            return Err(Diagnostic::error(
+                v.origin,
+                format!("`{name}` names no cipher suite that rustls implements"),
+            ));
+        }
+        return Ok(TlsCiphers { suites: None });
+    }
+    Ok(TlsCiphers {
+        suites: Some(suites),
+    })
 }
 
 /// Reads an OpenSSL-style protocol list (`+ALL:-SSLv3:-TLSv1.0:-TLSv1.1`, `TLSv1.2 TLSv1.3`).

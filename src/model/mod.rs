@@ -42,6 +42,21 @@ impl Config {
     pub fn datasource(&self, name: &str) -> Option<&Datasource> {
         self.datasources.iter().find(|d| d.name == name)
     }
+
+    /// Every scope's listener settings: global, ESMTP_Listener, its Peers, each Listen and
+    /// the Listen's Peers.
+    pub fn all_listener_settings(&self) -> Vec<&ListenerSettings> {
+        let mut all = vec![&self.global];
+        if let Some(l) = &self.esmtp_listener {
+            all.push(&l.settings);
+            all.extend(l.peers.iter().map(|p| &p.settings));
+            for listen in &l.listens {
+                all.push(&listen.settings);
+                all.extend(listen.peers.iter().map(|p| &p.settings));
+            }
+        }
+        all
+    }
 }
 
 /// Builds the typed configuration and reports what is wrong, unimplemented or dangerous.
