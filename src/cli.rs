@@ -184,7 +184,7 @@ fn check_config(args: &Args) -> i32 {
 }
 
 fn run(args: &Args) -> i32 {
-    let checked = load_and_check(&args.config, args.strict);
+    let mut checked = load_and_check(&args.config, args.strict);
     report(&checked);
     if checked.diagnostics.has_errors() {
         eprintln!(
@@ -193,11 +193,61 @@ fn run(args: &Args) -> i32 {
         );
         return 1;
     }
-    // The ESMTP listener is the next piece of work (issue 3); until it lands, refuse to pretend.
-    eprintln!(
-        "smtp-auth-proxy: the configuration is valid, but this build has no ESMTP listener yet; use --check-config"
-    );
-    2
+    let config = checked
+        .config
+        .take()
+        .expect("no errors, so a model was built");
+    crate::listener::tls::install_provider();
+    let rt = match crate::listener::Runtime::new(config) {
+        Ok(rt) => std::sync::Arc::new(rt),
+        Err(errors) => {
+            for e in errors {
+                eprintln!("smtp-auth-proxy: {e}");
+            }
+            return 1;
+        }
+    };
+    let tokio = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("smtp-auth-proxy: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    tokio.block_on(async move {
+        let bound = match crate::listener::server::bind_all(&rt) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("smtp-auth-proxy: {e}");
+                return 1;
+            }
+        };
+        tokio::select! {
+            () = crate::listener::server::serve(rt, bound) => 0,
+            signal = shutdown_signal() => {
+                crate::log_info!("{signal}: stopping");
+                0
+            }
+        }
+    })
+}
+
+/// The first of SIGTERM and SIGINT.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
 }
 
 #[cfg(test)]

@@ -2,9 +2,16 @@
 //!
 //! Layers, with dependencies pointing one way:
 //! [`config`] (the `ecelerity.conf` language) -> [`model`] (typed, validated settings) ->
-//! [`listener`] -> proxy engine / datasource.
+//! [`listener`] (the ESMTP server) -> [`auth`] back ends -> [`proxy`] engine, all speaking SMTP
+//! outward through [`client`].
 
+pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod listener;
+pub mod log;
 pub mod model;
+pub mod net;
+pub mod proxy;
+pub mod reply;

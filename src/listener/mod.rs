@@ -1,5 +1,149 @@
-//! The ESMTP listener. The session itself (one file per protocol phase) lands with the listener
-//! work; what is here already are the pure decoders it needs, with no I/O.
+//! The ESMTP listener: sockets from `Listen` scopes, and one session per client connection.
+//!
+//! The session is split by protocol phase, so the code for a command sits where the RFC puts
+//! it: `ehlo.rs` (greeting, HELO/EHLO), `starttls.rs`, `auth.rs`, `mail.rs`, `rcpt.rs`,
+//! `data.rs`, `xclient.rs` (Momentum's X-commands); `policy.rs` holds every relay and access
+//! decision; `relay.rs` is the next hop the accepted mail goes to.
 
+pub mod acctlog;
+pub mod auth;
+pub mod command;
+pub mod connection;
+pub mod data;
+pub mod ehlo;
+pub mod mail;
+pub mod policy;
 pub mod proxy_protocol;
+pub mod rcpt;
+pub mod received;
+pub mod relay;
+pub mod scope;
+pub mod server;
+pub mod session;
+pub mod starttls;
+pub mod tls;
+pub mod xclient;
 pub mod xtext;
+
+use crate::auth::{Backend, file::PasswordFile};
+use crate::model::Config;
+use crate::model::listener::{AuthBackend, EsmtpListener};
+use crate::proxy;
+use scope::ClientScope;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tls::TlsConfigs;
+
+/// Everything sessions share: the configuration they started under and what was built from it
+/// (authentication back ends, TLS configurations).
+pub struct Runtime {
+    pub config: Config,
+    pub hostname: Arc<str>,
+    proxy: Option<Arc<Backend>>,
+    files: HashMap<PathBuf, Arc<Backend>>,
+    pub tls: TlsConfigs,
+    next_session: AtomicU64,
+}
+
+impl Runtime {
+    /// Builds the back ends and TLS configurations the configuration names. The configuration
+    /// has been checked; what fails here is what only trying can tell (a key that does not
+    /// match its certificate, a password file that changed since).
+    pub fn new(config: Config) -> Result<Runtime, Vec<String>> {
+        let hostname: Arc<str> = Arc::from(crate::net::hostname());
+        let mut errors = Vec::new();
+        let proxy = config.auth_proxy.as_ref().map(|p| {
+            Arc::new(Backend::SmtpAuthProxy(Arc::new(proxy::Engine::new(
+                p,
+                hostname.to_string(),
+            ))))
+        });
+        if let Some(p) = &config.auth_proxy
+            && let Some(ds) = &p.ds_cache
+        {
+            // Said at every start, so nobody mistakes this build for one that looks users up.
+            crate::log_warning!(
+                "smtp_auth_proxy: ds_cache \"{}\" is not consulted by this build yet; every user is checked by `host`",
+                ds.value
+            );
+        }
+        let mut files = HashMap::new();
+        let mut rt = Runtime {
+            config,
+            hostname,
+            proxy,
+            files: HashMap::new(),
+            tls: TlsConfigs::default(),
+            next_session: AtomicU64::new(1),
+        };
+        let Some(listener) = rt.config.esmtp_listener.as_ref() else {
+            return Err(vec!["no ESMTP_Listener".into()]);
+        };
+        for s in rt.config.all_listener_settings() {
+            for params in [&s.auth_login, &s.auth_plain, &s.auth_cram_md5]
+                .into_iter()
+                .flatten()
+            {
+                if let AuthBackend::File(path) = &params.backend.value
+                    && !files.contains_key(path)
+                {
+                    match PasswordFile::load(path) {
+                        Ok(f) => {
+                            files.insert(path.clone(), Arc::new(Backend::File(f)));
+                        }
+                        Err(e) => errors.push(e),
+                    }
+                }
+            }
+        }
+        rt.files = files;
+        // Every client class of every Listen: clients matching no Peer, and each Peer.
+        for (i, listen) in listener.listens.iter().enumerate() {
+            let mut clients: Vec<Option<IpAddr>> = vec![None];
+            clients.extend(
+                listen
+                    .peers
+                    .iter()
+                    .chain(&listener.peers)
+                    .map(|p| Some(p.cidr.network)),
+            );
+            for client in clients {
+                if let Some(key) = ClientScope::resolve(&rt, i, client).tls
+                    && let Err(e) = rt.tls.get(&key)
+                {
+                    errors.push(format!("Listen \"{}\": {e}", listen.address.value));
+                }
+            }
+        }
+        errors.dedup();
+        if errors.is_empty() {
+            Ok(rt)
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn listener(&self) -> &EsmtpListener {
+        self.config
+            .esmtp_listener
+            .as_ref()
+            .expect("Runtime::new checked there is a listener")
+    }
+
+    pub fn backend(&self, b: &AuthBackend) -> Option<Arc<Backend>> {
+        match b {
+            AuthBackend::SmtpAuthProxy => self.proxy.clone(),
+            AuthBackend::File(p) => self.files.get(p).cloned(),
+            AuthBackend::Unsupported(_) => None,
+        }
+    }
+
+    /// A session identifier for logs: process id and a counter, unique for the process's life.
+    pub fn session_id(&self) -> String {
+        let n = self.next_session.fetch_add(1, Ordering::Relaxed);
+        format!("{:X}-{n:X}", std::process::id())
+    }
+}

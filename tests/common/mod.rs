@@ -84,3 +84,4 @@ pub fn error_of(text: &str) -> String {
     assert_eq!(errs.len(), 1, "expected one error, got {errs:#?}");
     errs[0].clone()
 }
+pub mod daemon;

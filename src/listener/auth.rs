@@ -1,0 +1,251 @@
+//! AUTH (RFC 4954) with LOGIN, PLAIN (RFC 4616) and CRAM-MD5 (RFC 2195): the front end decodes
+//! what the client sends and hands the credentials to the mechanism's back end.
+//!
+//! Replies keep the three outcomes apart: `235 2.7.0` pass, `535 5.7.8` bad credentials,
+//! `454 4.7.0` when the back end could not decide (the client should retry, not give up).
+
+use super::acctlog;
+use super::connection::{MAX_COMMAND_LINE, ReadError};
+use super::policy::{self, AuthOffer};
+use super::session::{Authenticated, Flow, Session};
+use crate::auth::{Credentials, Proof, Secret, Verdict};
+use crate::model::listener::Mechanism;
+use crate::reply::Reply;
+use crate::{log_info, log_warning};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use std::time::{SystemTime, UNIX_EPOCH};
+use zeroize::Zeroizing;
+
+/// How an exchange ended without credentials.
+enum Abort {
+    /// The client sent `*` (RFC 4954 §4): 501.
+    Cancelled,
+    /// Not base64, or not the mechanism's format: 501.
+    Malformed,
+    /// The client went away or idled out.
+    Gone(ReadError),
+}
+
+impl Session {
+    pub async fn auth(&mut self, mechanism: &str, initial: Option<String>) -> Flow {
+        let initial = initial.map(Zeroizing::new);
+        let offer = policy::auth_offer(
+            !self.scope.mechanisms.is_empty(),
+            self.scope.starttls_available(),
+            self.tls.is_some(),
+        );
+        match offer {
+            AuthOffer::NotOffered => {
+                self.reject(503, (5, 5, 1), "Authentication not available");
+                return Flow::Continue;
+            }
+            AuthOffer::StarttlsFirst => {
+                self.reject(530, (5, 7, 0), "Must issue a STARTTLS command first");
+                return Flow::Continue;
+            }
+            AuthOffer::Offered => {}
+        }
+        if !self.helo.as_ref().is_some_and(|h| h.esmtp) {
+            self.reject(503, (5, 5, 1), "Send EHLO first");
+            return Flow::Continue;
+        }
+        if self.auth.is_some() {
+            self.reject(503, (5, 5, 1), "Already authenticated");
+            return Flow::Continue;
+        }
+        if self.txn.is_some() {
+            self.reject(
+                503,
+                (5, 5, 1),
+                "AUTH not permitted during a mail transaction",
+            );
+            return Flow::Continue;
+        }
+        let Some(offered) = self
+            .scope
+            .mechanisms
+            .iter()
+            .find(|m| m.mechanism.name() == mechanism)
+            .cloned()
+        else {
+            self.reject(504, (5, 5, 4), "Unrecognized authentication mechanism");
+            return Flow::Continue;
+        };
+        let creds = match offered.mechanism {
+            Mechanism::Plain => self.plain(initial).await,
+            Mechanism::Login => self.login(initial).await,
+            Mechanism::CramMd5 => self.cram_md5().await,
+        };
+        let creds = match creds {
+            Ok(c) => c,
+            Err(Abort::Cancelled) => {
+                self.reject(501, (5, 0, 0), "Authentication cancelled");
+                return Flow::Continue;
+            }
+            Err(Abort::Malformed) => {
+                self.reject(501, (5, 5, 2), "Cannot decode the response");
+                return Flow::Continue;
+            }
+            Err(Abort::Gone(ReadError::Idle)) => {
+                self.reply(421, (4, 4, 2), "Idle timeout, closing connection");
+                return Flow::Close;
+            }
+            Err(Abort::Gone(ReadError::TooLong)) => {
+                self.reject(500, (5, 5, 6), "Authentication exchange line too long");
+                return Flow::Continue;
+            }
+            Err(Abort::Gone(_)) => return Flow::Close,
+        };
+        // Mail after this AUTH goes through the upstream that accepted it unless a Gateway or
+        // Routes names a next hop.
+        let keep_upstream = !self.rt.config.routing.has_next_hop();
+        let outcome = offered.backend.authenticate(&creds, keep_upstream).await;
+        if offered.log_authentication {
+            log_info!(
+                "acctlog: {}",
+                acctlog::line(
+                    &self.local,
+                    self.client.ip.map(|_| self.client.to_string()),
+                    &creds.username,
+                    outcome.timed_out,
+                    outcome.verdict == Verdict::Pass
+                )
+            );
+        }
+        self.set_context("auth_status", outcome.verdict.status());
+        self.set_context("auth_name", offered.mechanism.name());
+        self.set_context("auth_user", &creds.username);
+        let summary = format!(
+            "session {}: AUTH {} user={} {} ({})",
+            self.id,
+            offered.mechanism.name(),
+            creds.username,
+            outcome.verdict.status(),
+            outcome.detail
+        );
+        match outcome.verdict {
+            Verdict::Pass => {
+                log_info!("{summary}");
+                self.auth = Some(Authenticated {
+                    user: creds.username.clone(),
+                    mechanism: offered.mechanism,
+                });
+                if let Some(up) = outcome.upstream {
+                    self.hop = Some(up);
+                }
+                self.update_relay_context();
+                self.reply(235, (2, 7, 0), "Authentication successful");
+            }
+            Verdict::Fail => {
+                log_info!("{summary}");
+                self.reject(535, (5, 7, 8), "Authentication credentials invalid");
+            }
+            Verdict::Error => {
+                log_warning!("{summary}");
+                self.reply(454, (4, 7, 0), "Temporary authentication failure");
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Sends a `334` challenge and reads the client's answer, base64-decoded.
+    async fn challenge(&mut self, text: &str) -> Result<Zeroizing<Vec<u8>>, Abort> {
+        self.conn.send(&Reply::plain(334, text.to_owned()));
+        let line = Zeroizing::new(
+            self.conn
+                .read_line(MAX_COMMAND_LINE)
+                .await
+                .map_err(Abort::Gone)?,
+        );
+        decode(&line)
+    }
+
+    /// PLAIN: `authzid NUL authcid NUL password`, in the initial response or after `334 `.
+    async fn plain(&mut self, initial: Option<Zeroizing<String>>) -> Result<Credentials, Abort> {
+        let raw = match initial {
+            Some(ir) => decode(ir.as_bytes())?,
+            None => self.challenge("").await?,
+        };
+        let mut parts = raw.split(|&b| b == 0);
+        let (Some(authzid), Some(authcid), Some(password), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(Abort::Malformed);
+        };
+        let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| Abort::Malformed);
+        let username = text(authcid)?;
+        if username.is_empty() {
+            return Err(Abort::Malformed);
+        }
+        Ok(Credentials {
+            mechanism: Mechanism::Plain,
+            authzid: text(authzid)?,
+            username,
+            proof: Proof::Password(Secret::new(text(password)?)),
+        })
+    }
+
+    /// LOGIN: user name (possibly as the initial response), then password, each after a
+    /// `334` prompt (`Username:` and `Password:` in base64).
+    async fn login(&mut self, initial: Option<Zeroizing<String>>) -> Result<Credentials, Abort> {
+        let user = match initial {
+            Some(ir) => decode(ir.as_bytes())?,
+            None => self.challenge("VXNlcm5hbWU6").await?,
+        };
+        let username = String::from_utf8(user.to_vec()).map_err(|_| Abort::Malformed)?;
+        let password = self.challenge("UGFzc3dvcmQ6").await?;
+        let password = String::from_utf8(password.to_vec()).map_err(|_| Abort::Malformed)?;
+        Ok(Credentials {
+            mechanism: Mechanism::Login,
+            username,
+            authzid: String::new(),
+            proof: Proof::Password(Secret::new(password)),
+        })
+    }
+
+    /// CRAM-MD5: a fresh `<random.time@host>` challenge; the answer is `user hexdigest`.
+    async fn cram_md5(&mut self) -> Result<Credentials, Abort> {
+        let mut nonce = [0u8; 8];
+        rustls::crypto::ring::default_provider()
+            .secure_random
+            .fill(&mut nonce)
+            .map_err(|_| Abort::Malformed)?;
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let challenge = format!(
+            "<{}.{t}@{}>",
+            u64::from_be_bytes(nonce),
+            self.scope.hostname
+        );
+        let answer = self.challenge(&B64.encode(&challenge)).await?;
+        let answer = std::str::from_utf8(&answer).map_err(|_| Abort::Malformed)?;
+        let (user, digest) = answer.rsplit_once(' ').ok_or(Abort::Malformed)?;
+        if user.is_empty() || digest.len() != 32 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Abort::Malformed);
+        }
+        Ok(Credentials {
+            mechanism: Mechanism::CramMd5,
+            username: user.to_owned(),
+            authzid: String::new(),
+            proof: Proof::CramMd5 {
+                challenge,
+                digest: digest.to_owned(),
+            },
+        })
+    }
+}
+
+/// Decodes one base64 response line; `*` cancels, `=` is an empty response (RFC 4954 §4).
+fn decode(line: &[u8]) -> Result<Zeroizing<Vec<u8>>, Abort> {
+    let line = line.trim_ascii();
+    match line {
+        b"*" => Err(Abort::Cancelled),
+        b"=" => Ok(Zeroizing::new(Vec::new())),
+        _ => B64
+            .decode(line)
+            .map(Zeroizing::new)
+            .map_err(|_| Abort::Malformed),
+    }
+}

@@ -1,0 +1,199 @@
+//! Framing for one client connection: command lines in, replies out, message data streamed.
+//!
+//! Replies are buffered and written when the client has no complete command waiting, which is
+//! how RFC 2920 wants a server to answer a pipelined group. Every wait for the client (reading,
+//! and writing to one that does not read) is bounded by `Idle_Time`. Memory is bounded too: an
+//! over-long line is discarded as it arrives, never collected.
+
+use crate::net::BoxIo;
+use crate::reply::Reply;
+use std::io;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::timeout;
+
+/// RFC 4954 §4 lets an AUTH line (with its initial response) reach 12288 octets, the longest
+/// command line any extension in use here needs; RFC 5321's 512 is too short for it.
+pub const MAX_COMMAND_LINE: usize = 12288;
+
+const READ_CHUNK: usize = 8192;
+
+#[derive(Debug)]
+pub enum ReadError {
+    /// The client said nothing for `Idle_Time`.
+    Idle,
+    /// The client closed the connection (or reset it).
+    Closed,
+    /// A line longer than the limit; it has been discarded up to its end.
+    TooLong,
+    Io(io::Error),
+}
+
+pub struct Connection {
+    io: BoxIo,
+    rbuf: Vec<u8>,
+    /// Start of the unconsumed bytes in `rbuf`.
+    rpos: usize,
+    wbuf: Vec<u8>,
+    pub idle: Duration,
+    /// Whether the client was offered ENHANCEDSTATUSCODES (replies carry them only then).
+    pub enhanced_codes: bool,
+}
+
+impl Connection {
+    pub fn new(io: BoxIo, idle: Duration) -> Connection {
+        Connection {
+            io,
+            rbuf: Vec::with_capacity(1024),
+            rpos: 0,
+            wbuf: Vec::with_capacity(1024),
+            idle,
+            enhanced_codes: false,
+        }
+    }
+
+    /// Queues a reply; it goes out at the next flush or read that would wait.
+    pub fn send(&mut self, reply: &Reply) {
+        reply.write_to(&mut self.wbuf, self.enhanced_codes);
+    }
+
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let result = timeout(self.idle, async {
+            self.io.write_all(&self.wbuf).await?;
+            self.io.flush().await
+        })
+        .await;
+        self.wbuf.clear();
+        match result {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "client does not read its replies",
+            )),
+        }
+    }
+
+    /// Bytes received and not yet consumed: commands the client pipelined.
+    pub fn pending(&self) -> &[u8] {
+        &self.rbuf[self.rpos..]
+    }
+
+    /// Drops whatever the client has pipelined.
+    pub fn discard_pending(&mut self) {
+        self.rbuf.clear();
+        self.rpos = 0;
+    }
+
+    /// Reads more bytes into the buffer, flushing queued replies first. Returns how many.
+    async fn fill(&mut self) -> Result<usize, ReadError> {
+        self.flush().await.map_err(ReadError::Io)?;
+        if self.rpos > 0 {
+            self.rbuf.drain(..self.rpos);
+            self.rpos = 0;
+        }
+        let len = self.rbuf.len();
+        self.rbuf.resize(len + READ_CHUNK, 0);
+        let r = timeout(self.idle, self.io.read(&mut self.rbuf[len..])).await;
+        let n = match r {
+            Err(_) => {
+                self.rbuf.truncate(len);
+                return Err(ReadError::Idle);
+            }
+            Ok(Err(e)) => {
+                self.rbuf.truncate(len);
+                return Err(match e.kind() {
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof => {
+                        ReadError::Closed
+                    }
+                    _ => ReadError::Io(e),
+                });
+            }
+            Ok(Ok(n)) => n,
+        };
+        self.rbuf.truncate(len + n);
+        if n == 0 {
+            return Err(ReadError::Closed);
+        }
+        Ok(n)
+    }
+
+    /// Reads one line, without its line ending (CRLF, or a bare LF from a sloppy client).
+    pub async fn read_line(&mut self, max: usize) -> Result<Vec<u8>, ReadError> {
+        let mut scanned = 0;
+        loop {
+            let pending = &self.rbuf[self.rpos..];
+            if let Some(nl) = pending[scanned..].iter().position(|&b| b == b'\n') {
+                let end = scanned + nl;
+                let mut line = pending[..end].to_vec();
+                self.rpos += end + 1;
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                if line.len() > max {
+                    return Err(ReadError::TooLong);
+                }
+                return Ok(line);
+            }
+            if pending.len() > max + 1 {
+                self.skip_line().await?;
+                return Err(ReadError::TooLong);
+            }
+            scanned = pending.len();
+            self.fill().await?;
+        }
+    }
+
+    /// Discards input up to and including the next LF.
+    async fn skip_line(&mut self) -> Result<(), ReadError> {
+        loop {
+            let pending = &self.rbuf[self.rpos..];
+            if let Some(nl) = pending.iter().position(|&b| b == b'\n') {
+                self.rpos += nl + 1;
+                return Ok(());
+            }
+            self.discard_pending();
+            self.fill().await?;
+        }
+    }
+
+    /// Message data: the buffered bytes, or the next bytes from the client if none are
+    /// buffered. The caller says how many it used with [`Connection::consume`].
+    pub async fn data_chunk(&mut self) -> Result<&[u8], ReadError> {
+        if self.rpos == self.rbuf.len() {
+            self.fill().await?;
+        }
+        Ok(&self.rbuf[self.rpos..])
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.rpos += n;
+        if self.rpos == self.rbuf.len() {
+            self.rbuf.clear();
+            self.rpos = 0;
+        }
+    }
+
+    /// Takes the stream and the bytes read past the last consumed one, for a TLS upgrade;
+    /// [`Connection::replace_io`] puts the upgraded stream back.
+    pub fn take_io(&mut self) -> (BoxIo, Vec<u8>) {
+        let rest = self.rbuf.split_off(self.rpos);
+        self.discard_pending();
+        let io = std::mem::replace(&mut self.io, Box::new(tokio::io::empty()));
+        (io, rest)
+    }
+
+    /// Puts a (new) stream back, keeping settings.
+    pub fn replace_io(&mut self, io: BoxIo) {
+        self.io = io;
+        self.discard_pending();
+    }
+
+    /// Writes what is queued and closes the write side, so the client sees the last reply.
+    pub async fn shutdown(&mut self) {
+        let _ = self.flush().await;
+        let _ = timeout(Duration::from_secs(5), self.io.shutdown()).await;
+    }
+}

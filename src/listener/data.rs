@@ -1,0 +1,355 @@
+//! DATA (RFC 5321 §4.1.1.4): the message is streamed to the next hop as it arrives, with a
+//! `Received:` header in front, and the client's final reply is the next hop's.
+//!
+//! Line endings, decided once here: the end of data is exactly `CRLF . CRLF`. A bare LF or a
+//! bare CR (RFC 5321 §2.3.8 forbids both) ends a line and is passed on as CRLF, but a line so
+//! ended never makes the next `.` the end of data. Every line is dot-stuffed afresh for the
+//! next hop, so whatever the client sent, the next hop finds the end of the message exactly
+//! where this server did: no "SMTP smuggling" through inconsistent end-of-data parsing.
+//! Memory stays bounded whatever the line lengths: bytes are decoded as they stream.
+
+use super::connection::ReadError;
+use super::received::rfc5322_date;
+use super::relay::unavailable;
+use super::session::{Flow, Session};
+use crate::reply::Reply;
+use crate::{log_info, log_warning};
+use std::time::SystemTime;
+
+/// Bytes gathered before a write to the next hop: fewer system calls for large messages.
+const FORWARD_CHUNK: usize = 64 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    LineStart,
+    /// A `.` at the start of a line.
+    Dot,
+    /// `.` CR at the start of a line.
+    DotCr,
+    InLine,
+    /// A CR inside a line.
+    Cr,
+}
+
+/// Turns the client's dot-stuffed DATA stream into the next hop's, counting the message size.
+#[derive(Debug)]
+pub struct DotCodec {
+    state: State,
+    /// Whether the last line ended in CRLF (only then does `.` CRLF end the data).
+    after_crlf: bool,
+    /// Message bytes so far, without the stuffing dots.
+    pub size: u64,
+}
+
+impl Default for DotCodec {
+    fn default() -> Self {
+        DotCodec {
+            state: State::LineStart,
+            after_crlf: true,
+            size: 0,
+        }
+    }
+}
+
+impl DotCodec {
+    /// Decodes `input` into `out` (dot-stuffed, CRLF line endings). Returns how many input
+    /// bytes were used and whether the end of data was reached; bytes after it are not used.
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, bool) {
+        let mut i = 0;
+        while i < input.len() {
+            let b = input[i];
+            match self.state {
+                State::LineStart => {
+                    if b == b'.' {
+                        self.state = State::Dot;
+                        i += 1;
+                    } else {
+                        self.state = State::InLine;
+                    }
+                }
+                State::Dot => match b {
+                    b'\r' => {
+                        self.state = State::DotCr;
+                        i += 1;
+                    }
+                    b'\n' => {
+                        // `.` LF: a line holding one dot, not the end of data.
+                        self.line_end(out, b"..", false);
+                        i += 1;
+                    }
+                    _ => {
+                        // The leading dot was stuffing: drop it. What follows is content; a
+                        // dot there is stuffed again for the next hop.
+                        if b == b'.' {
+                            out.extend_from_slice(b"..");
+                            self.size += 1;
+                            i += 1;
+                        }
+                        self.state = State::InLine;
+                    }
+                },
+                State::DotCr => {
+                    if b == b'\n' {
+                        if self.after_crlf {
+                            return (i + 1, true);
+                        }
+                        self.line_end(out, b"..", true);
+                        i += 1;
+                    } else {
+                        // `.` and a bare CR: a line holding one dot.
+                        self.line_end(out, b"..", false);
+                    }
+                }
+                State::InLine => {
+                    let run = input[i..]
+                        .iter()
+                        .position(|&c| c == b'\r' || c == b'\n')
+                        .unwrap_or(input.len() - i);
+                    out.extend_from_slice(&input[i..i + run]);
+                    self.size += run as u64;
+                    i += run;
+                    if let Some(&c) = input.get(i) {
+                        i += 1;
+                        if c == b'\r' {
+                            self.state = State::Cr;
+                        } else {
+                            self.line_end(out, b"", false);
+                        }
+                    }
+                }
+                State::Cr => {
+                    if b == b'\n' {
+                        self.line_end(out, b"", true);
+                        i += 1;
+                    } else {
+                        self.line_end(out, b"", false);
+                    }
+                }
+            }
+        }
+        (i, false)
+    }
+
+    fn line_end(&mut self, out: &mut Vec<u8>, content: &[u8], crlf: bool) {
+        out.extend_from_slice(content);
+        out.extend_from_slice(b"\r\n");
+        // A re-stuffed lone dot counts as one byte of content.
+        self.size += content.len().min(1) as u64 + 2;
+        self.state = State::LineStart;
+        self.after_crlf = crlf;
+    }
+}
+
+impl Session {
+    pub async fn data(&mut self) -> Flow {
+        let Some(txn) = &self.txn else {
+            self.reject(503, (5, 5, 1), "Need MAIL command");
+            return Flow::Continue;
+        };
+        if txn.rcpts.is_empty() {
+            self.reject(554, (5, 5, 1), "No valid recipients");
+            return Flow::Continue;
+        }
+        let Some(hop) = self.hop.as_mut() else {
+            self.txn = None;
+            self.conn.send(&unavailable());
+            return Flow::Continue;
+        };
+        match hop.command("DATA").await {
+            Ok(r) if r.code == 354 => {}
+            Ok(r) => {
+                self.send_relayed(r);
+                self.reset_transaction().await;
+                return Flow::Continue;
+            }
+            Err(e) => {
+                log_warning!("session {}: next hop DATA: {e}", self.id);
+                self.hop = None;
+                self.txn = None;
+                self.conn.send(&unavailable());
+                return Flow::Continue;
+            }
+        }
+        self.conn
+            .send(&Reply::plain(354, "End data with <CR><LF>.<CR><LF>"));
+        let mut out = self.received_header().into_bytes();
+        let mut codec = DotCodec::default();
+        let max = self.scope.max_message_size;
+        let mut too_big = false;
+        let mut hop_failed = false;
+        loop {
+            let chunk = match self.conn.data_chunk().await {
+                Ok(c) => c,
+                Err(e) => {
+                    // The client left mid-message: dropping the next hop's connection without
+                    // the final dot makes it discard the partial message.
+                    self.hop = None;
+                    self.txn = None;
+                    if let ReadError::Idle = e {
+                        self.reply(421, (4, 4, 2), "Idle timeout, closing connection");
+                    }
+                    return Flow::Close;
+                }
+            };
+            let (used, end) = codec.feed(chunk, &mut out);
+            self.conn.consume(used);
+            if !too_big && max.is_some_and(|m| codec.size > m) {
+                too_big = true;
+                self.hop = None;
+            }
+            if too_big || hop_failed {
+                out.clear();
+            } else if (end || out.len() >= FORWARD_CHUNK)
+                && let Some(hop) = self.hop.as_mut()
+            {
+                if let Err(e) = hop.write_all(&out).await {
+                    log_warning!("session {}: next hop during DATA: {e}", self.id);
+                    hop_failed = true;
+                    self.hop = None;
+                }
+                out.clear();
+            }
+            if end {
+                break;
+            }
+        }
+        let txn = self.txn.take().expect("checked above");
+        if too_big {
+            self.reply(
+                552,
+                (5, 3, 4),
+                "Message size exceeds fixed maximum message size",
+            );
+            return Flow::Continue;
+        }
+        let Some(hop) = self.hop.as_mut().filter(|_| !hop_failed) else {
+            self.conn.send(&unavailable());
+            return Flow::Continue;
+        };
+        let result = match hop.write_all(b".\r\n").await {
+            Ok(()) => hop.read_reply().await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(r) => {
+                if r.is_positive() {
+                    self.messages += 1;
+                }
+                log_info!(
+                    "session {}: message from={} rcpts={} size={} next hop {}: {}",
+                    self.id,
+                    txn.from,
+                    txn.rcpts.len(),
+                    codec.size,
+                    hop.server,
+                    r
+                );
+                if r.code == 421 {
+                    self.hop = None;
+                }
+                self.send_relayed(r);
+            }
+            Err(e) => {
+                log_warning!("session {}: next hop after DATA: {e}", self.id);
+                self.hop = None;
+                self.conn.send(&unavailable());
+            }
+        }
+        Flow::Continue
+    }
+
+    /// The trace header this server adds (RFC 5321 §4.4), with the RFC 3848 protocol name.
+    fn received_header(&self) -> String {
+        let helo = self.helo.as_ref();
+        let mut proto = String::from(if helo.is_some_and(|h| !h.esmtp) {
+            "SMTP"
+        } else {
+            "ESMTP"
+        });
+        if proto == "ESMTP" {
+            if self.tls.is_some() {
+                proto.push('S');
+            }
+            if self.auth.is_some() {
+                proto.push('A');
+            }
+        }
+        let from = match self.client.ip {
+            Some(ip) => format!(
+                "{} ({}[{ip}])",
+                helo.map_or("unknown", |h| h.name.as_str()),
+                self.client_name
+                    .as_deref()
+                    .map(|n| format!("{n} "))
+                    .unwrap_or_default()
+            ),
+            None => format!(
+                "{} (unix socket)",
+                helo.map_or("unknown", |h| h.name.as_str())
+            ),
+        };
+        let tls = self
+            .tls
+            .as_deref()
+            .map(|t| format!(" ({t})"))
+            .unwrap_or_default();
+        format!(
+            "Received: from {from}\r\n\tby {} (smtp-auth-proxy){tls} with {proto} id {}.{};\r\n\t{}\r\n",
+            self.scope.hostname,
+            self.id,
+            self.messages + 1,
+            rfc5322_date(SystemTime::now())
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(chunks: &[&[u8]]) -> (Vec<u8>, bool, u64, usize) {
+        let mut c = DotCodec::default();
+        let mut out = Vec::new();
+        let mut used_last = 0;
+        for chunk in chunks {
+            let (used, end) = c.feed(chunk, &mut out);
+            used_last = used;
+            if end {
+                return (out, true, c.size, used_last);
+            }
+        }
+        (out, false, c.size, used_last)
+    }
+
+    #[test]
+    fn plain_message_and_unstuffing() {
+        let (out, end, size, used) = run(&[b"a\r\n..b\r\n.\r\nQUIT\r\n"]);
+        assert!(end);
+        assert_eq!(out, b"a\r\n..b\r\n");
+        assert_eq!(size, 7);
+        assert_eq!(used, 11);
+    }
+
+    #[test]
+    fn end_split_across_chunks() {
+        let (out, end, _, _) = run(&[b"a\r", b"\n.", b"\r", b"\n"]);
+        assert!(end);
+        assert_eq!(out, b"a\r\n");
+    }
+
+    #[test]
+    fn smuggling_forms_are_content() {
+        // `LF . LF`, `LF . CRLF` and `CR . CR` never end the data here, and are passed on so
+        // that the next hop cannot take them for the end either.
+        let (out, end, _, _) = run(&[b"a\n.\nb\n.\r\nc\r.\rd\r\n.\r\n"]);
+        assert!(end);
+        assert_eq!(out, b"a\r\n..\r\nb\r\n..\r\nc\r\n..\r\nd\r\n");
+    }
+
+    #[test]
+    fn dot_cr_then_content() {
+        let (out, end, _, _) = run(&[b".\rx\r\n.\r\n"]);
+        assert!(end);
+        assert_eq!(out, b"..\r\nx\r\n");
+    }
+}

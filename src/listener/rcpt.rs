@@ -1,0 +1,76 @@
+//! RCPT (RFC 5321 §4.1.1.3): the relay decision, then the next hop's own answer.
+
+use super::command::{Param, Path};
+use super::policy;
+use super::relay::unavailable;
+use super::session::Session;
+use crate::log_info;
+
+/// More recipients than RFC 5321 §4.5.3.1.8 requires a server to take (100), but a bound.
+const MAX_RECIPIENTS: usize = 1000;
+
+impl Session {
+    pub async fn rcpt(&mut self, to: Path, params: Vec<Param>) {
+        let Some(txn) = &self.txn else {
+            self.reject(503, (5, 5, 1), "Need MAIL before RCPT");
+            return;
+        };
+        if let Some(p) = params.first() {
+            self.reject(
+                555,
+                (5, 5, 4),
+                format!("Unsupported parameter {}", p.keyword),
+            );
+            return;
+        }
+        if txn.rcpts.len() >= MAX_RECIPIENTS {
+            self.reply(452, (4, 5, 3), "Too many recipients");
+            return;
+        }
+        let relay_domains = self
+            .rt
+            .config
+            .relay_domains
+            .as_ref()
+            .map(|d| d.value.as_slice());
+        if policy::rcpt_grant(self.can_relay(), relay_domains, &to).is_none() {
+            log_info!(
+                "session {}: relaying denied: client={} from={} to={}",
+                self.id,
+                self.client,
+                txn.from,
+                to
+            );
+            self.reject(550, (5, 7, 1), "relaying denied");
+            return;
+        }
+        if !txn.relayed {
+            // Permitted, but this session's mail has nowhere to go (`--check-config` rejects
+            // configurations where that can happen, except for <postmaster>).
+            self.reply(550, (5, 3, 5), "No route for this recipient");
+            return;
+        }
+        let Some(hop) = self.hop.as_mut() else {
+            self.conn.send(&unavailable());
+            return;
+        };
+        match hop.command(&format!("RCPT TO:{to}")).await {
+            Ok(r) => {
+                if r.is_positive()
+                    && let Some(txn) = self.txn.as_mut()
+                {
+                    txn.rcpts.push(to);
+                }
+                if r.code == 421 {
+                    self.abandon_hop().await;
+                }
+                self.send_relayed(r);
+            }
+            Err(e) => {
+                crate::log_warning!("session {}: next hop RCPT: {e}", self.id);
+                self.abandon_hop().await;
+                self.conn.send(&unavailable());
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The next hop for accepted mail: the `Gateway`, else the `Routes` in order of preference, else
+//! the AUTH upstream session that accepted the client's credentials (kept open after 235).
+//!
+//! Mail is relayed synchronously: the client's MAIL, RCPT and end-of-DATA replies are the next
+//! hop's, so nothing is acknowledged that the next hop has not taken. A next hop that cannot be
+//! reached gives `451 4.4.1`, and the client retries later.
+
+use super::session::Session;
+use super::xtext;
+use crate::client::SmtpClient;
+use crate::log_warning;
+use crate::model::routing::OutboundXclient;
+use crate::reply::{Enhanced, Reply};
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Bound on each wait for the next hop. RFC 5321 §4.5.3.2 allows a client minutes per reply;
+/// a relay that holds its own client meanwhile should give up sooner and let it retry.
+pub const NEXT_HOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Whether the session has a next hop to talk to.
+pub enum HopState {
+    Ready,
+    /// No Gateway/Routes and no AUTH upstream: nowhere to send mail.
+    None,
+    /// Configured, but no next hop could be reached: the reply to send.
+    Unavailable(Reply),
+}
+
+pub fn unavailable() -> Reply {
+    Reply::new(
+        451,
+        Enhanced(4, 4, 1),
+        "Next hop unavailable, try again later",
+    )
+}
+
+impl Session {
+    /// Makes sure `self.hop` is a greeted, EHLO'd connection to the next hop.
+    pub async fn ensure_hop(&mut self) -> HopState {
+        if self.hop.is_some() {
+            return HopState::Ready;
+        }
+        let routing = &self.rt.config.routing;
+        let targets: Vec<_> = routing
+            .gateway
+            .iter()
+            .map(|g| g.value.clone())
+            .chain(routing.routes.iter().flat_map(|r| r.value.iter().cloned()))
+            .collect();
+        if targets.is_empty() {
+            // An authenticated session whose upstream connection is gone has lost its route.
+            return if self.auth.is_some() {
+                HopState::Unavailable(unavailable())
+            } else {
+                HopState::None
+            };
+        }
+        let xclient = routing.xclient;
+        for target in targets {
+            match self.open_hop(&target, xclient).await {
+                Ok(hop) => {
+                    self.hop = Some(hop);
+                    return HopState::Ready;
+                }
+                Err(why) => log_warning!("session {}: next hop {target}: {why}", self.id),
+            }
+        }
+        HopState::Unavailable(unavailable())
+    }
+
+    async fn open_hop(
+        &self,
+        target: &crate::model::addr::HostPort,
+        xclient: OutboundXclient,
+    ) -> Result<SmtpClient, String> {
+        let (mut hop, greeting) = SmtpClient::connect(target, NEXT_HOP_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+        if greeting.code != 220 {
+            return Err(format!("greeting {greeting}"));
+        }
+        let name = self.rt.hostname.to_string();
+        let r = hop.ehlo(&name).await.map_err(|e| e.to_string())?;
+        if !r.is_positive() {
+            return Err(format!("EHLO {r}"));
+        }
+        if xclient == OutboundXclient::No {
+            return Ok(hop);
+        }
+        let Some(offered) = hop.extension("XCLIENT").map(str::to_owned) else {
+            if xclient == OutboundXclient::Required {
+                return Err("XCLIENT = required, but the next hop does not offer XCLIENT".into());
+            }
+            return Ok(hop);
+        };
+        let line = self.xclient_line(&offered);
+        let r = hop.command(&line).await.map_err(|e| e.to_string())?;
+        if r.code != 220 {
+            return Err(format!("XCLIENT {r}"));
+        }
+        let r = hop.ehlo(&name).await.map_err(|e| e.to_string())?;
+        if !r.is_positive() {
+            return Err(format!("EHLO after XCLIENT {r}"));
+        }
+        Ok(hop)
+    }
+
+    /// `XCLIENT` with the original client's attributes, those the next hop listed.
+    fn xclient_line(&self, offered: &str) -> String {
+        let offers = |a: &str| {
+            offered
+                .split_ascii_whitespace()
+                .any(|o| o.eq_ignore_ascii_case(a))
+        };
+        let mut line = String::from("XCLIENT");
+        let mut add = |name: &str, value: String| {
+            if offers(name) {
+                line.push_str(&format!(" {name}={value}"));
+            }
+        };
+        add(
+            "ADDR",
+            match self.client.ip {
+                Some(IpAddr::V6(ip)) => format!("IPV6:{ip}"),
+                Some(ip) => ip.to_string(),
+                None => "[UNAVAILABLE]".into(),
+            },
+        );
+        add(
+            "PORT",
+            self.client
+                .port
+                .map_or_else(|| "[UNAVAILABLE]".into(), |p| p.to_string()),
+        );
+        add(
+            "NAME",
+            self.client_name
+                .as_deref()
+                .map_or_else(|| "[UNAVAILABLE]".into(), xtext::encode),
+        );
+        if let Some(h) = &self.helo {
+            add("HELO", xtext::encode(&h.name));
+            add("PROTO", if h.esmtp { "ESMTP" } else { "SMTP" }.into());
+        }
+        if let Some(a) = &self.auth {
+            add("LOGIN", xtext::encode(&a.user));
+        }
+        line
+    }
+}

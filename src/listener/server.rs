@@ -1,0 +1,295 @@
+//! Sockets: one per enabled `Listen`, an accept loop each, and the start of every session
+//! (PROXY header, implicit TLS, `Listener_Sessions`) before the greeting.
+
+use super::Runtime;
+use super::connection::Connection;
+use super::proxy_protocol::{self, Decoded};
+use super::scope::ClientScope;
+use super::session::{ClientAddr, Session};
+use super::starttls::handshake;
+use crate::model::addr::ListenAddr;
+use crate::net::{BoxIo, Prefixed};
+use crate::{log_debug, log_error, log_info};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
+
+/// Momentum's `Listen_Backlog` default.
+const LISTEN_BACKLOG: i32 = 500;
+
+pub enum Socket2 {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// A bound `Listen`.
+pub struct Bound {
+    /// Index into the listener's `listens`.
+    pub listen: usize,
+    pub socket: Socket2,
+    /// The address actually bound (with the port the kernel chose for `:0`).
+    pub local: String,
+}
+
+/// Binds every enabled Listen. Call inside the runtime, before dropping privileges.
+pub fn bind_all(rt: &Runtime) -> Result<Vec<Bound>, String> {
+    let listener = rt.listener();
+    let mut bound = Vec::new();
+    for (i, listen) in listener.listens.iter().enumerate() {
+        let on = listen.settings.enable.as_ref().map_or(
+            listener.settings.enable.as_ref().is_none_or(|e| e.value),
+            |e| e.value,
+        );
+        if !on {
+            continue;
+        }
+        let addr = &listen.address.value;
+        let socket = bind(addr).map_err(|e| format!("Listen \"{addr}\": cannot bind: {e}"))?;
+        // As Momentum's acctlog writes it (`*:25`), with the port the kernel chose for `:0`.
+        let local = match (&socket, addr) {
+            (Socket2::Tcp(l), ListenAddr::Any { ipv6_only, .. }) => ListenAddr::Any {
+                port: l.local_addr().map_or(0, |a| a.port()),
+                ipv6_only: *ipv6_only,
+            }
+            .to_string(),
+            (Socket2::Tcp(l), _) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            (Socket2::Unix(_), _) => addr.to_string(),
+        };
+        bound.push(Bound {
+            listen: i,
+            socket,
+            local,
+        });
+    }
+    Ok(bound)
+}
+
+fn bind(addr: &ListenAddr) -> io::Result<Socket2> {
+    let tcp = |sa: SocketAddr, v6_only: Option<bool>| -> io::Result<Socket2> {
+        let s = Socket::new(Domain::for_address(sa), Type::STREAM, Some(Protocol::TCP))?;
+        if let Some(only) = v6_only {
+            s.set_only_v6(only)?;
+        }
+        s.set_reuse_address(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&sa.into())?;
+        s.listen(LISTEN_BACKLOG)?;
+        Ok(Socket2::Tcp(TcpListener::from_std(s.into())?))
+    };
+    match addr {
+        // `:25` / `*:25`: every address, IPv4 and IPv6 through one dual-stack socket; on a
+        // host without IPv6, IPv4 only.
+        ListenAddr::Any {
+            port,
+            ipv6_only: false,
+        } => tcp(
+            SocketAddr::from((Ipv6Addr::UNSPECIFIED, *port)),
+            Some(false),
+        )
+        .or_else(|_| tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, *port)), None)),
+        ListenAddr::Any {
+            port,
+            ipv6_only: true,
+        } => tcp(SocketAddr::from((Ipv6Addr::UNSPECIFIED, *port)), Some(true)),
+        ListenAddr::Ip { ip, port } => {
+            tcp(SocketAddr::new(*ip, *port), ip.is_ipv6().then_some(true))
+        }
+        ListenAddr::Unix(path) => {
+            // A socket file left by an earlier run would make bind fail; anything else at
+            // that path is not ours to remove.
+            if let Ok(meta) = std::fs::symlink_metadata(path) {
+                use std::os::unix::fs::FileTypeExt;
+                if meta.file_type().is_socket() {
+                    std::fs::remove_file(path)?;
+                }
+            }
+            Ok(Socket2::Unix(UnixListener::bind(path)?))
+        }
+    }
+}
+
+/// Runs the accept loops until the process ends.
+pub async fn serve(rt: Arc<Runtime>, bound: Vec<Bound>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for b in bound {
+        let listener = rt.listener();
+        let listen = &listener.listens[b.listen];
+        let cap = listen
+            .settings
+            .listener_sessions
+            .as_ref()
+            .or(listener.settings.listener_sessions.as_ref())
+            .map(|n| Arc::new(Semaphore::new(n.value as usize)));
+        log_info!(
+            "listening on {} (Listen \"{}\"{})",
+            b.local,
+            listen.address.value,
+            cap.as_ref()
+                .map(|c| format!(", Listener_Sessions {}", c.available_permits()))
+                .unwrap_or_default()
+        );
+        tasks.spawn(accept_loop(rt.clone(), b, cap));
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn accept_loop(rt: Arc<Runtime>, bound: Bound, cap: Option<Arc<Semaphore>>) {
+    loop {
+        let accepted: io::Result<(BoxIo, ClientAddr)> = match &bound.socket {
+            Socket2::Tcp(l) => l.accept().await.map(|(s, peer)| {
+                // Replies go out as whole lines; Nagle would hold each one for the client's
+                // delayed ACK.
+                let _ = s.set_nodelay(true);
+                let ip = crate::model::addr::canonical(peer.ip());
+                (
+                    Box::new(s) as BoxIo,
+                    ClientAddr {
+                        ip: Some(ip),
+                        port: Some(peer.port()),
+                    },
+                )
+            }),
+            Socket2::Unix(l) => l.accept().await.map(|(s, _)| {
+                (
+                    Box::new(s) as BoxIo,
+                    ClientAddr {
+                        ip: None,
+                        port: None,
+                    },
+                )
+            }),
+        };
+        let (io, client) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning.
+                log_error!("accept on {}: {e}", bound.local);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let permit = match &cap {
+            None => None,
+            Some(sem) => match sem.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    tokio::spawn(refuse(io, client));
+                    continue;
+                }
+            },
+        };
+        let rt = rt.clone();
+        let listen = bound.listen;
+        let local = bound.local.clone();
+        tokio::spawn(async move {
+            start(rt, listen, local, io, client).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Listener_Sessions reached: a clean, retryable refusal, as Momentum words it.
+async fn refuse(mut io: BoxIo, client: ClientAddr) {
+    log_info!("refused {client}: Listener_Sessions reached");
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        io.write_all(b"421 4.4.5 Service unavailable, concurrency limit reached.\r\n")
+            .await?;
+        io.shutdown().await
+    })
+    .await;
+}
+
+/// Everything before the greeting: the PROXY header, then implicit TLS.
+async fn start(
+    rt: Arc<Runtime>,
+    listen: usize,
+    local: String,
+    mut io: BoxIo,
+    mut client: ClientAddr,
+) {
+    let settings = &rt.listener().listens[listen].settings;
+    let unpeered = ClientScope::resolve(&rt, listen, None);
+    let mut prefix = Vec::new();
+    if settings.proxy_protocol.as_ref().is_some_and(|p| p.value) {
+        match read_proxy_header(&mut io, unpeered.idle_time).await {
+            Ok((header, rest)) => {
+                if let Some(src) = header.source {
+                    client = ClientAddr {
+                        ip: Some(crate::model::addr::canonical(src.ip())),
+                        port: Some(src.port()),
+                    };
+                }
+                prefix = rest;
+            }
+            Err(e) => {
+                // Momentum drops such a connection without a banner.
+                log_info!("connection from {client} dropped: {e}");
+                return;
+            }
+        }
+    }
+    let scope = ClientScope::resolve(&rt, listen, client.ip);
+    let mut tls = None;
+    if scope.use_ssl {
+        let Some(key) = scope.tls.as_ref() else {
+            return;
+        };
+        let config = match rt.tls.get(key) {
+            Ok(c) => c,
+            Err(e) => {
+                log_error!("Use_SSL for {client}: {e}");
+                return;
+            }
+        };
+        match handshake(config, io, std::mem::take(&mut prefix), scope.idle_time).await {
+            Ok((s, info)) => {
+                io = s;
+                tls = Some(info);
+            }
+            Err(e) => {
+                log_debug!("connection from {client}: {e}");
+                return;
+            }
+        }
+    } else if !prefix.is_empty() {
+        io = Box::new(Prefixed::new(prefix, io));
+    }
+    let conn = Connection::new(io, scope.idle_time);
+    let mut session = Session::new(rt.clone(), conn, listen, local, client);
+    if let Some(info) = tls {
+        session.tls = Some(info);
+        session.set_context("tls", "on");
+    }
+    session.run().await;
+}
+
+/// Reads a PROXY v1/v2 header; returns it and the bytes that followed it.
+async fn read_proxy_header(
+    io: &mut BoxIo,
+    limit: Duration,
+) -> Result<(proxy_protocol::ProxyHeader, Vec<u8>), String> {
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 512];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match proxy_protocol::decode(&buf) {
+            _ if buf.is_empty() => {}
+            Ok(Decoded::Header(h, used)) => return Ok((h, buf.split_off(used))),
+            Ok(Decoded::Incomplete) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        let n = tokio::time::timeout_at(deadline, io.read(&mut chunk))
+            .await
+            .map_err(|_| "no PROXY protocol header in time".to_owned())?
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed before a PROXY protocol header".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}

@@ -1,0 +1,335 @@
+//! Running the real thing: the daemon binary, a real SMTP server (aiosmtpd) as next hop and
+//! AUTH upstream, a raw SMTP client for exact protocol checks, and third-party clients.
+
+use super::TempDir;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_smtp-auth-proxy");
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/smtp_server.py");
+
+/// The daemon, started in the foreground on a config; killed when dropped.
+pub struct Daemon {
+    child: Child,
+    /// The bound ports, in Listen order.
+    pub ports: Vec<u16>,
+    log: Arc<Mutex<String>>,
+    pub dir: TempDir,
+}
+
+impl Daemon {
+    /// Writes `conf` to `dir/ecelerity.conf` and starts the daemon on it; waits until each of
+    /// `listens` Listen scopes reports its port.
+    pub fn start(dir: TempDir, conf: &str, listens: usize) -> Daemon {
+        let path = dir.write("ecelerity.conf", conf);
+        let mut child = Command::new(BIN)
+            .args(["-f", "-c"])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the daemon");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("");
+                    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap_or(0);
+                    let _ = tx.send(port);
+                }
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let mut ports = Vec::new();
+        while ports.len() < listens {
+            match rx.recv_timeout(Duration::from_secs(20)) {
+                Ok(p) => ports.push(p),
+                Err(_) => panic!(
+                    "daemon did not start listening; its log:\n{}",
+                    log.lock().unwrap()
+                ),
+            }
+        }
+        Daemon {
+            child,
+            ports,
+            log,
+            dir,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.ports[0]
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle` (log lines are written after replies are sent).
+    pub fn wait_log(&self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "log never showed {needle:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Resident memory of the daemon, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// aiosmtpd on a free port, recording accepted messages.
+pub struct Upstream {
+    child: Child,
+    pub port: u16,
+    spool: PathBuf,
+    _dir: TempDir,
+}
+
+impl Upstream {
+    /// Starts the server; `users` are the name/password pairs its AUTH accepts.
+    pub fn start(users: &[(&str, &str)]) -> Upstream {
+        let dir = TempDir::new("upstream");
+        let spool = dir.path().join("spool.jsonl");
+        let mut cmd = Command::new("python3");
+        cmd.arg(FIXTURE).arg(&spool);
+        for (u, p) in users {
+            cmd.arg("--user").arg(format!("{u}:{p}"));
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect(
+                "python3 with aiosmtpd (pip install aiosmtpd, or apt install python3-aiosmtpd)",
+            );
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let port = first
+            .strip_prefix("PORT ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("aiosmtpd fixture did not start: {first:?}"));
+        Upstream {
+            child,
+            port,
+            spool,
+            _dir: dir,
+        }
+    }
+
+    /// The messages accepted so far.
+    pub fn messages(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.spool)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port with nothing listening (bound, then released).
+pub fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A self-signed certificate and key for `localhost`, made with the openssl command.
+pub fn make_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+/// Runs a command with `args` split at whitespace.
+pub fn run_words(program: &str, args: &str) -> Output {
+    run(program, &args.split_whitespace().collect::<Vec<_>>())
+}
+
+/// Runs a command, returning its output; stdout and stderr are both kept.
+pub fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"))
+}
+
+/// swaks against the daemon, with `args` split at whitespace; returns its transcript.
+pub fn swaks(port: u16, args: &str) -> String {
+    let server = format!("127.0.0.1:{port}");
+    let mut all = vec!["--server", &server, "--timeout", "20"];
+    all.extend(args.split_whitespace());
+    let out = run("swaks", &all);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A raw SMTP client, for exact replies.
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(port: u16) -> Client {
+        Client::from_stream(TcpStream::connect(("127.0.0.1", port)).unwrap())
+    }
+
+    /// Connects from a chosen loopback address (127.0.0.0/8 is all ours on Linux).
+    pub fn connect_from(local: &str, port: u16) -> Client {
+        let ip: IpAddr = local.parse().unwrap();
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(&SocketAddr::new(ip, 0).into()).unwrap();
+        sock.connect(&SocketAddr::from(([127, 0, 0, 1], port)).into())
+            .unwrap();
+        Client::from_stream(sock.into())
+    }
+
+    pub fn from_stream(stream: TcpStream) -> Client {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.send_raw(format!("{line}\r\n").as_bytes());
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Reads one whole reply: its code and all its lines (text after `ddd-`/`ddd `).
+    pub fn reply(&mut self) -> (u16, String) {
+        self.try_reply().expect("a reply, not end of stream")
+    }
+
+    /// `None` when the server closed the connection instead.
+    pub fn try_reply(&mut self) -> Option<(u16, String)> {
+        let mut text = String::new();
+        loop {
+            let line = self.line()?;
+            let code: u16 = line[..3]
+                .parse()
+                .unwrap_or_else(|_| panic!("bad reply {line:?}"));
+            text.push_str(line.get(4..).unwrap_or(""));
+            text.push('\n');
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return Some((code, text));
+            }
+        }
+    }
+
+    fn line(&mut self) -> Option<String> {
+        loop {
+            if let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=nl).collect();
+                return Some(String::from_utf8_lossy(&line).trim_end().to_owned());
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Sends a command and returns its reply.
+    pub fn cmd(&mut self, line: &str) -> (u16, String) {
+        self.send(line);
+        self.reply()
+    }
+
+    /// Connects, reads the greeting and says EHLO; returns the client and the EHLO reply.
+    pub fn ehlo(port: u16) -> (Client, String) {
+        let mut c = Client::connect(port);
+        assert_eq!(c.reply().0, 220);
+        let (code, ehlo) = c.cmd("EHLO me");
+        assert_eq!(code, 250, "{ehlo}");
+        (c, ehlo)
+    }
+
+    /// MAIL and RCPT to a remote recipient; returns the RCPT reply code, then resets.
+    pub fn relay_code(&mut self) -> u16 {
+        self.cmd("MAIL FROM:<a@b.example>");
+        let code = self.cmd("RCPT TO:<x@remote.example>").0;
+        self.cmd("RSET");
+        code
+    }
+
+    /// Whether the server has closed the connection (reads until EOF or timeout).
+    pub fn closed(&mut self) -> bool {
+        self.line().is_none()
+    }
+}

@@ -1,0 +1,596 @@
+//! The listener end to end: the daemon binary, clients nobody here wrote (swaks, curl,
+//! Python's smtplib), and a real next hop and AUTH upstream (aiosmtpd).
+
+mod common;
+
+use common::TempDir;
+use common::daemon::{Client, Daemon, Upstream, dead_port, make_cert, run, run_words, swaks};
+use std::time::{Duration, Instant};
+
+/// A real next hop, and a daemon relaying to it with `global` settings and `listener` as the
+/// body of ESMTP_Listener.
+fn gatewayed(tag: &str, global: &str, listener: &str) -> (Upstream, Daemon) {
+    let up = Upstream::start(&[]);
+    let d = with_gateway(tag, up.port, global, listener, 1);
+    (up, d)
+}
+
+/// A daemon relaying to `gateway`, with `listener` as the body of ESMTP_Listener.
+fn with_gateway(tag: &str, gateway: u16, global: &str, listener: &str, listens: usize) -> Daemon {
+    let conf =
+        format!("Gateway = \"127.0.0.1:{gateway}\"\n{global}\nESMTP_Listener {{\n{listener}\n}}\n");
+    Daemon::start(TempDir::new(tag), &conf, listens)
+}
+
+fn has_reply(transcript: &str, reply: &str) -> bool {
+    transcript.lines().any(|l| {
+        l.trim_start_matches(['<', '*', '-', '~', ' '])
+            .starts_with(reply)
+    })
+}
+
+/// swaks saw the next hop's own 250 after DATA.
+fn queued(transcript: &str) -> bool {
+    transcript
+        .lines()
+        .any(|l| l.starts_with("<-  250 ") && l.ends_with("queued by aiosmtpd"))
+}
+
+#[test]
+fn relay_host_relays_without_auth_and_adds_received() {
+    let (up, d) = gatewayed(
+        "relayhost",
+        "relay_hosts = ( \"127.0.0.0/8\" )",
+        "Listen \"127.0.0.1:0\" { }",
+    );
+    let t = swaks(d.port(), "--to rcpt@remote.example --from a@b.example");
+    assert!(queued(&t), "{t}");
+    let msgs = up.messages();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0]["to"][0], "rcpt@remote.example");
+    let data = msgs[0]["data"].as_str().unwrap();
+    assert!(data.starts_with("Received: from "), "{data}");
+    assert!(data.contains("(smtp-auth-proxy) with ESMTP id"), "{data}");
+}
+
+#[test]
+fn stranger_is_denied_at_rcpt_and_nothing_is_relayed() {
+    let (up, d) = gatewayed(
+        "stranger",
+        "relay_hosts = ( \"10.0.0.0/8\" )\nrelay_domains = ( local.example )",
+        "SMTP_Extensions = ( ENHANCEDSTATUSCODES )\nListen \"127.0.0.1:0\" { }",
+    );
+    let t = swaks(d.port(), "--to rcpt@remote.example");
+    assert!(has_reply(&t, "550 5.7.1 relaying denied"), "{t}");
+    // relay_domains: accepted from anyone.
+    let t = swaks(d.port(), "--to someone@local.example");
+    assert!(queued(&t), "{t}");
+    let msgs = up.messages();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0]["to"][0], "someone@local.example");
+}
+
+/// The main job: AUTH checked by the upstream, then the mail goes through the very upstream
+/// session that accepted the AUTH (no Gateway), over STARTTLS, with Python's smtplib.
+#[test]
+fn auth_through_the_upstream_then_relay_over_starttls() {
+    let dir = TempDir::new("authproxy");
+    let up = Upstream::start(&[("alice", "s3cret-pw")]);
+    let (cert, key) = make_cert(dir.path());
+    let conf = format!(
+        r#"
+smtp_auth_proxy {{ host = "127.0.0.1:{}" timeout = 10 }}
+ESMTP_Listener {{
+  SMTP_Extensions = ( "AUTH LOGIN" "AUTH PLAIN" STARTTLS ENHANCEDSTATUSCODES )
+  AuthLoginParameters = [ uri = "smtp_auth_proxy://" log_authentication = "true" ]
+  AuthPlainParameters = [ uri = "smtp_auth_proxy://" log_authentication = "true" ]
+  TLS_Certificate = "{}"
+  TLS_Key = "{}"
+  Listen "127.0.0.1:0" {{ }}
+}}
+"#,
+        up.port,
+        cert.display(),
+        key.display()
+    );
+    let d = Daemon::start(TempDir::new("authproxy-d"), &conf, 1);
+    let script = r#"
+import smtplib, ssl, sys
+port = int(sys.argv[1])
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+s = smtplib.SMTP("127.0.0.1", port, timeout=20)
+s.ehlo()
+print("before-tls-auth", s.has_extn("auth"))
+s.starttls(context=ctx)
+s.ehlo()
+print("after-tls-auth", s.esmtp_features.get("auth"))
+try:
+    s.login("alice", "wrong-pw")
+except smtplib.SMTPAuthenticationError as e:
+    print("bad", e.smtp_code, e.smtp_error.decode())
+s.login("alice", "s3cret-pw")
+print("good")
+s.sendmail("alice@example.com", ["bob@remote.example"], "Subject: hi\r\n\r\nbody\r\n")
+s.quit()
+print("sent")
+"#;
+    let out = run("python3", &["-c", script, &d.port().to_string()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("before-tls-auth False"), "{text}");
+    assert!(
+        text.contains("after-tls-auth") && text.contains("LOGIN PLAIN"),
+        "{text}"
+    );
+    assert!(
+        text.contains("bad 535 5.7.8 Authentication credentials invalid"),
+        "{text}"
+    );
+    assert!(text.contains("good") && text.contains("sent"), "{text}");
+    let msgs = up.messages();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(
+        msgs[0]["login"], "alice",
+        "relayed through the AUTH session"
+    );
+    assert!(msgs[0]["data"].as_str().unwrap().contains("with ESMTPSA"));
+    let log = d.wait_log("acctlog:");
+    assert!(log.contains("@alice@1"), "{log}");
+    assert!(log.contains("@alice@0"), "{log}");
+    assert!(
+        !log.contains("s3cret-pw") && !log.contains("wrong-pw"),
+        "{log}"
+    );
+}
+
+#[test]
+fn upstream_down_is_a_temporary_failure_never_535() {
+    let conf = format!(
+        r#"
+smtp_auth_proxy {{ host = "127.0.0.1:{}" timeout = 5 }}
+ESMTP_Listener {{
+  SMTP_Extensions = ( "AUTH PLAIN" )
+  AuthPlainParameters = [ uri = "smtp_auth_proxy://" ]
+  Listen "127.0.0.1:0" {{ }}
+}}
+"#,
+        dead_port()
+    );
+    let d = Daemon::start(TempDir::new("updown"), &conf, 1);
+    let t = swaks(d.port(), "-a PLAIN -au alice -ap pw --quit-after AUTH");
+    assert!(has_reply(&t, "454 Temporary authentication failure"), "{t}");
+}
+
+#[test]
+fn implicit_tls_with_curl_and_password_file() {
+    let up = Upstream::start(&[]);
+    let d_dir = TempDir::new("ssl");
+    let (cert, key) = make_cert(d_dir.path());
+    let users = d_dir.write("users", "# test users\ncarol:pa55\n");
+    let conf = format!(
+        r#"
+Gateway = "127.0.0.1:{}"
+ESMTP_Listener {{
+  SMTP_Extensions = ( "AUTH PLAIN" "AUTH LOGIN" )
+  AuthPlainParameters = [ uri = "file://{}" ]
+  AuthLoginParameters = [ uri = "file://{}" ]
+  Listen "127.0.0.1:0" {{
+    Use_SSL = true
+    TLS_Certificate = "{}"
+    TLS_Key = "{}"
+  }}
+}}
+"#,
+        up.port,
+        users.display(),
+        users.display(),
+        cert.display(),
+        key.display()
+    );
+    let d = Daemon::start(d_dir, &conf, 1);
+    let msg = d.dir.write("msg.txt", "Subject: via curl\r\n\r\nhello\r\n");
+    let curl = |user: &str| {
+        run_words(
+            "curl",
+            &format!(
+                "-sS --insecure --url smtps://127.0.0.1:{} --user {user} \
+                 --mail-from carol@example.com --mail-rcpt dave@remote.example \
+                 --upload-file {}",
+                d.port(),
+                msg.display()
+            ),
+        )
+    };
+    let out = curl("carol:pa55");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let msgs = up.messages();
+    assert_eq!(msgs.len(), 1);
+    assert!(msgs[0]["data"].as_str().unwrap().contains("with ESMTPSA"));
+    let out = curl("carol:nope");
+    assert!(!out.status.success());
+    assert_eq!(up.messages().len(), 1);
+}
+
+#[test]
+fn xclient_only_from_the_peer_that_has_it() {
+    let (up, d) = gatewayed(
+        "xclient",
+        "relay_hosts = ( \"10.1.0.0/16\" )",
+        r#"Peer "127.0.0.2" { SMTP_Extensions = ( XCLIENT ) }
+           Listen "127.0.0.1:0" { }"#,
+    );
+    // From 127.0.0.2 (the trusted peer), swaks' XCLIENT moves the client into relay_hosts.
+    let t = swaks(
+        d.port(),
+        "--local-interface 127.0.0.2 --xclient-addr 10.1.2.3 --to x@remote.example",
+    );
+    assert!(has_reply(&t, "220 "), "{t}");
+    assert!(queued(&t), "{t}");
+    // From 127.0.0.1, XCLIENT is neither advertised nor honoured.
+    let (mut c, ehlo) = Client::ehlo(d.port());
+    assert!(!ehlo.contains("XCLIENT"), "{ehlo}");
+    assert_eq!(c.cmd("XCLIENT ADDR=10.1.2.3").0, 550);
+    assert_eq!(c.relay_code(), 550);
+    assert!(d.wait_log("XCLIENT refused").contains("127.0.0.1"));
+    assert_eq!(up.messages().len(), 1);
+}
+
+#[test]
+fn xremoteip_moves_into_and_out_of_relay_hosts_and_context_commands() {
+    let (_up, d) = gatewayed(
+        "xremoteip",
+        "relay_hosts = ( \"10.9.0.0/16\" )",
+        r#"Peer "127.0.0.0/8" { SMTP_Extensions = ( XREMOTEIP XSETCONTEXT XDUMPCONTEXT ) }
+           Listen "127.0.0.1:0" { }"#,
+    );
+    let (mut c, ehlo) = Client::ehlo(d.port());
+    assert!(
+        ehlo.contains("XREMOTEIP") && ehlo.contains("XDUMPCONTEXT"),
+        "{ehlo}"
+    );
+    assert_eq!(c.cmd("XREMOTEIP 10.9.8.7").0, 250);
+    assert_eq!(c.relay_code(), 250);
+    // 10.9.8.7 matches no Peer: the X-commands went with the old address.
+    assert_eq!(c.cmd("XREMOTEIP 127.0.0.1").0, 550);
+    // Out of relay_hosts: 192.0.2.1 may not relay.
+    let (mut c, _) = Client::ehlo(d.port());
+    assert_eq!(c.cmd("XREMOTEIP 192.0.2.1").0, 250);
+    assert_eq!(c.relay_code(), 550);
+    assert_eq!(c.cmd("XDUMPCONTEXT").0, 550);
+
+    let (mut c, _) = Client::ehlo(d.port());
+    assert_eq!(c.cmd("XSETCONTEXT colour=blue+20green").0, 250);
+    let (code, dump) = c.cmd("XDUMPCONTEXT");
+    assert_eq!(code, 250);
+    assert!(dump.contains("[connection] can_relay false\n"), "{dump}");
+    assert!(dump.contains("[connection] colour blue green\n"), "{dump}");
+    assert!(dump.ends_with("XDUMPCONTEXT complete\n"), "{dump}");
+}
+
+#[test]
+fn proxy_protocol_v1_and_v2_set_the_client_address() {
+    let (up, d) = gatewayed(
+        "proxyproto",
+        "relay_hosts = ( \"203.0.113.0/24\" )",
+        "Listen \"127.0.0.1:0\" { Proxy_Protocol = true }",
+    );
+    for (version, family) in [("1", "TCP4"), ("2", "AF_INET")] {
+        let via = |source: &str| {
+            swaks(
+                d.port(),
+                &format!(
+                    "--proxy-version {version} --proxy-family {family} --proxy-source {source} \
+                     --proxy-source-port 4444 --proxy-dest 127.0.0.1 --proxy-dest-port 25 \
+                     --to x@remote.example"
+                ),
+            )
+        };
+        let t = via("203.0.113.9");
+        assert!(queued(&t), "v{version}: {t}");
+        let t = via("198.51.100.1");
+        assert!(has_reply(&t, "550"), "v{version}: {t}");
+    }
+    // No header: dropped without a banner.
+    let mut c = Client::connect(d.port());
+    c.send("EHLO me");
+    assert!(c.closed());
+    assert_eq!(up.messages().len(), 2);
+}
+
+#[test]
+fn pipelined_session_and_starttls_injection() {
+    let up = Upstream::start(&[]);
+    let d_dir = TempDir::new("pipe");
+    let (cert, key) = make_cert(d_dir.path());
+    let conf = format!(
+        r#"
+Gateway = "127.0.0.1:{}"
+relay_hosts = ( "127.0.0.0/8" )
+ESMTP_Listener {{
+  SMTP_Extensions = ( STARTTLS )
+  TLS_Certificate = "{}"
+  TLS_Key = "{}"
+  Listen "127.0.0.1:0" {{ }}
+}}
+"#,
+        up.port,
+        cert.display(),
+        key.display()
+    );
+    let d = Daemon::start(d_dir, &conf, 1);
+    let t = swaks(
+        d.port(),
+        "--pipeline --to a@remote.example,b@remote.example",
+    );
+    assert!(queued(&t), "{t}");
+    // The whole session in one write.
+    let mut c = Client::connect(d.port());
+    c.reply();
+    c.send_raw(
+        b"EHLO me\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@remote.example>\r\nRCPT TO:<bad address>\r\nDATA\r\nSubject: p\r\n\r\n..dot\r\n.\r\nQUIT\r\n",
+    );
+    let codes: Vec<u16> = (0..7).map(|_| c.reply().0).collect();
+    assert_eq!(codes, [250, 250, 250, 553, 354, 250, 221]);
+    let msgs = up.messages();
+    assert_eq!(msgs.len(), 2);
+    assert!(msgs[1]["data"].as_str().unwrap().ends_with("\r\n.dot\r\n"));
+    // A command pipelined behind STARTTLS: rejected and closed (Starttls_Injection_Policy).
+    let mut c = Client::connect(d.port());
+    c.reply();
+    c.cmd("EHLO me");
+    c.send_raw(b"STARTTLS\r\nMAIL FROM:<evil@x.example>\r\n");
+    assert_eq!(c.reply().0, 554);
+    assert!(c.closed());
+}
+
+#[test]
+fn size_limits_line_limits_and_idle_timeout() {
+    let (up, d) = gatewayed(
+        "limits",
+        "relay_hosts = ( \"127.0.0.0/8\" )",
+        "SMTP_Extensions = ( ENHANCEDSTATUSCODES )\nMax_Message_Size = 1000\nIdle_Time = 2\nListen \"127.0.0.1:0\" { }",
+    );
+    let mut c = Client::connect(d.port());
+    c.reply();
+    let (_, ehlo) = c.cmd("EHLO me");
+    assert!(ehlo.contains("SIZE 1000"), "{ehlo}");
+    assert_eq!(c.cmd("MAIL FROM:<a@b.example> SIZE=5000").0, 552);
+    // An over-long command line: refused, and the session goes on.
+    let long = format!("NOOP {}", "x".repeat(100_000));
+    let (code, text) = c.cmd(&long);
+    assert_eq!((code, text.as_str()), (500, "5.5.2 Line too long\n"));
+    assert_eq!(c.cmd("NOOP").0, 250);
+    // A message over Max_Message_Size: 552 after the data, and the next hop has nothing.
+    c.cmd("MAIL FROM:<a@b.example>");
+    c.cmd("RCPT TO:<x@remote.example>");
+    assert_eq!(c.cmd("DATA").0, 354);
+    c.send_raw(format!("Subject: big\r\n\r\n{}\r\n.\r\n", "y".repeat(5000)).as_bytes());
+    let (code, text) = c.reply();
+    assert_eq!(
+        (code, text.as_str()),
+        (
+            552,
+            "5.3.4 Message size exceeds fixed maximum message size\n"
+        )
+    );
+    assert_eq!(c.cmd("NOOP").0, 250);
+    assert!(up.messages().is_empty());
+    // Idle_Time: 421 and closed.
+    let started = Instant::now();
+    let (code, _) = c.reply();
+    assert_eq!(code, 421);
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    assert!(c.closed());
+}
+
+#[test]
+fn listener_sessions_caps_concurrent_sessions() {
+    let d = with_gateway(
+        "cap",
+        dead_port(),
+        "relay_hosts = ( \"127.0.0.0/8\" )",
+        "Listener_Sessions = 2\nListen \"127.0.0.1:0\" { }",
+        1,
+    );
+    let mut a = Client::connect(d.port());
+    let mut b = Client::connect(d.port());
+    assert_eq!(a.reply().0, 220);
+    assert_eq!(b.reply().0, 220);
+    let mut c = Client::connect(d.port());
+    let (code, text) = c.reply();
+    assert_eq!(code, 421);
+    assert!(text.contains("4.4.5"), "{text}");
+    drop(a);
+    // The slot comes back once the first session ends.
+    let start = Instant::now();
+    loop {
+        let mut e = Client::connect(d.port());
+        if e.reply().0 == 220 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The next hop is down: a temporary failure at MAIL, not an acceptance.
+    b.cmd("EHLO me");
+    assert_eq!(b.cmd("MAIL FROM:<a@b.example>").0, 451);
+}
+
+#[test]
+fn hostile_clients_do_not_stall_others_or_grow_memory() {
+    let (_up, d) = gatewayed(
+        "hostile",
+        "relay_hosts = ( \"127.0.0.0/8\" )",
+        "Listen \"127.0.0.1:0\" { }",
+    );
+    // Half-open connections that never speak.
+    let idle: Vec<Client> = (0..50).map(|_| Client::connect(d.port())).collect();
+    let baseline = d.rss_kib();
+    // Binary garbage: answered with 5xx, then cut off after too many errors.
+    let mut g = Client::connect(d.port());
+    g.reply();
+    g.send_raw(&[0xff, 0x00, 0x13, 0x37, b'\r', b'\n'].repeat(20));
+    let mut codes = Vec::new();
+    while let Some((code, _)) = g.try_reply() {
+        codes.push(code);
+    }
+    assert!(
+        codes.iter().take(10).all(|&c| c == 501 || c == 500),
+        "{codes:?}"
+    );
+    assert_eq!(codes.last(), Some(&421));
+    // 1 MB lines, several times over, from several clients.
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let port = d.port();
+            std::thread::spawn(move || {
+                let mut c = Client::connect(port);
+                c.reply();
+                for _ in 0..5 {
+                    c.send_raw(&vec![b'A'; 1 << 20]);
+                    c.send_raw(b"\r\n");
+                    assert_eq!(c.reply().0, 500);
+                }
+            })
+        })
+        .collect();
+    // Meanwhile an honest client gets its mail through.
+    let t = swaks(d.port(), "--to x@remote.example");
+    assert!(queued(&t), "{t}");
+    for h in handles {
+        h.join().unwrap();
+    }
+    let after = d.rss_kib();
+    assert!(
+        after < baseline + 16 * 1024,
+        "RSS grew from {baseline} KiB to {after} KiB"
+    );
+    drop(idle);
+}
+
+#[test]
+fn cram_md5_from_a_password_file_on_a_unix_socket_and_require_ehlo() {
+    let d_dir = TempDir::new("cram");
+    let users = d_dir.write("users", "bob:tanstaaf\n");
+    let sock = d_dir.path().join("smtp.sock");
+    let conf = format!(
+        r#"
+Gateway = "127.0.0.1:{}"
+ESMTP_Listener {{
+  SMTP_Extensions = ( "AUTH CRAM-MD5" )
+  AuthCramMD5Parameters = [ uri = "file://{}" ]
+  Require_EHLO = true
+  Listen "127.0.0.1:0" {{ }}
+  Listen "{}" {{ }}
+}}
+"#,
+        dead_port(),
+        users.display(),
+        sock.display()
+    );
+    let d = Daemon::start(d_dir, &conf, 2);
+    let t = swaks(
+        d.port(),
+        "-a CRAM-MD5 -au bob -ap tanstaaf --quit-after AUTH",
+    );
+    assert!(has_reply(&t, "235 "), "{t}");
+    let t = swaks(d.port(), "-a CRAM-MD5 -au bob -ap nope --quit-after AUTH");
+    assert!(has_reply(&t, "535 "), "{t}");
+    let out = run(
+        "swaks",
+        &[
+            "--socket",
+            sock.to_str().unwrap(),
+            "-a",
+            "CRAM-MD5",
+            "-au",
+            "bob",
+            "-ap",
+            "tanstaaf",
+            "--quit-after",
+            "AUTH",
+        ],
+    );
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert!(has_reply(&t, "235 "), "{t}");
+    // Require_EHLO: MAIL first is out of sequence.
+    let mut c = Client::connect(d.port());
+    c.reply();
+    assert_eq!(c.cmd("MAIL FROM:<a@b.example>").0, 503);
+    assert_eq!(c.cmd("HELO me").0, 250);
+    // AUTH needs EHLO, not HELO.
+    assert_eq!(c.cmd("AUTH CRAM-MD5").0, 503);
+}
+
+#[test]
+fn auth_waits_for_starttls_and_injected_commands_are_ignored_when_told() {
+    let d_dir = TempDir::new("tlsfirst");
+    let (cert, key) = make_cert(d_dir.path());
+    let users = d_dir.write("users", "erin:pw\n");
+    let conf = format!(
+        r#"
+Gateway = "127.0.0.1:{}"
+ESMTP_Listener {{
+  SMTP_Extensions = ( "AUTH PLAIN" STARTTLS )
+  AuthPlainParameters = [ uri = "file://{}" ]
+  TLS_Certificate = "{}"
+  TLS_Key = "{}"
+  Starttls_Injection_Policy = ignore
+  Listen "127.0.0.1:0" {{ }}
+}}
+"#,
+        dead_port(),
+        users.display(),
+        cert.display(),
+        key.display()
+    );
+    let d = Daemon::start(d_dir, &conf, 1);
+    let mut c = Client::connect(d.port());
+    c.reply();
+    let (_, ehlo) = c.cmd("EHLO me");
+    assert!(
+        ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"),
+        "{ehlo}"
+    );
+    assert_eq!(c.cmd("AUTH PLAIN AGVyaW4AcHc=").0, 530);
+    // With `ignore`, the clear-text command pipelined behind STARTTLS is dropped: the first
+    // reply inside TLS is the EHLO's, not an answer to the injected AUTH.
+    let script = r#"
+import socket, ssl, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
+f = s.makefile("rb")
+def reply():
+    lines = []
+    while True:
+        l = f.readline().decode()
+        lines.append(l.strip())
+        if l[3:4] != "-":
+            return lines
+reply(); s.sendall(b"EHLO me\r\n"); reply()
+s.sendall(b"STARTTLS\r\nAUTH PLAIN AGVyaW4AcHc=\r\n")
+print("starttls", reply()[0][:3])
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+t = ctx.wrap_socket(s); f = t.makefile("rb")
+t.sendall(b"EHLO me\r\n")
+print("first", reply()[0])
+"#;
+    let out = run("python3", &["-c", script, &d.port().to_string()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("starttls 220"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("says EHLO to"), "{text}");
+    let t = swaks(d.port(), "--tls -a PLAIN -au erin -ap pw --quit-after AUTH");
+    assert!(has_reply(&t, "235 "), "{t}");
+    assert!(d.wait_log("STARTTLS TLSv1.3").contains("STARTTLS"));
+}
