@@ -594,3 +594,40 @@ print("first", reply()[0])
     assert!(has_reply(&t, "235 "), "{t}");
     assert!(d.wait_log("STARTTLS TLSv1.3").contains("STARTTLS"));
 }
+
+#[test]
+fn outbound_xclient_tells_the_next_hop_who_the_client_was() {
+    let up = Upstream::start_with(&[], &["--xclient"]);
+    let d = with_gateway(
+        "xclient-out",
+        up.port,
+        "relay_hosts = ( \"127.0.0.0/8\" )\nXCLIENT = ifavailable",
+        "Listen \"127.0.0.1:0\" { }",
+        1,
+    );
+    let t = swaks(d.port(), "--ehlo client.example --to x@remote.example");
+    assert!(queued(&t), "{t}");
+    let msgs = up.messages();
+    let x = msgs[0]["xclient"].as_str().unwrap();
+    assert!(x.contains("ADDR=127.0.0.1"), "{x}");
+    assert!(
+        x.contains("HELO=client.example") && x.contains("PROTO=ESMTP"),
+        "{x}"
+    );
+    assert!(
+        x.contains("NAME=[UNAVAILABLE]") && !x.contains("LOGIN="),
+        "{x}"
+    );
+    // `required` with a next hop that lacks XCLIENT: a temporary failure, not a silent relay.
+    let plain = Upstream::start(&[]);
+    let d = with_gateway(
+        "xclient-req",
+        plain.port,
+        "relay_hosts = ( \"127.0.0.0/8\" )\nXCLIENT = required",
+        "Listen \"127.0.0.1:0\" { }",
+        1,
+    );
+    let t = swaks(d.port(), "--to x@remote.example");
+    assert!(has_reply(&t, "451 "), "{t}");
+    assert!(plain.messages().is_empty());
+}

@@ -123,6 +123,11 @@ pub struct Upstream {
 impl Upstream {
     /// Starts the server; `users` are the name/password pairs its AUTH accepts.
     pub fn start(users: &[(&str, &str)]) -> Upstream {
+        Upstream::start_with(users, &[])
+    }
+
+    /// Starts the server with extra fixture options (`--xclient`).
+    pub fn start_with(users: &[(&str, &str)], options: &[&str]) -> Upstream {
         let dir = TempDir::new("upstream");
         let spool = dir.path().join("spool.jsonl");
         let mut cmd = Command::new("python3");
@@ -130,6 +135,7 @@ impl Upstream {
         for (u, p) in users {
             cmd.arg("--user").arg(format!("{u}:{p}"));
         }
+        cmd.args(options);
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
