@@ -240,6 +240,18 @@ fn xclient_only_from_the_peer_that_has_it() {
     assert_eq!(c.cmd("XCLIENT ADDR=10.1.2.3").0, 550);
     assert_eq!(c.relay_code(), 550);
     assert!(d.wait_log("XCLIENT refused").contains("127.0.0.1"));
+    // From the trusted peer: not inside a transaction; LOGIN= means the proxy in front
+    // authenticated the user, which lets the client relay from any address.
+    let mut c = Client::connect_from("127.0.0.2", d.port());
+    c.reply();
+    c.cmd("EHLO me");
+    c.cmd("MAIL FROM:<a@b.example>");
+    assert_eq!(c.cmd("XCLIENT ADDR=10.1.2.3").0, 503);
+    c.cmd("RSET");
+    assert_eq!(c.cmd("XCLIENT ADDR=192.0.2.7 LOGIN=carol").0, 220);
+    let (_, ehlo) = c.cmd("EHLO me");
+    assert!(ehlo.contains("says EHLO to 192.0.2.7") && !ehlo.contains("XCLIENT"), "{ehlo}");
+    assert_eq!(c.relay_code(), 250);
     assert_eq!(up.messages().len(), 1);
 }
 
@@ -560,7 +572,7 @@ ESMTP_Listener {{
         ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"),
         "{ehlo}"
     );
-    assert_eq!(c.cmd("AUTH PLAIN AGVyaW4AcHc=").0, 530);
+    assert_eq!(c.cmd("AUTH PLAIN AGVyaW4AcHc=").0, 538);
     // With `ignore`, the clear-text command pipelined behind STARTTLS is dropped: the first
     // reply inside TLS is the EHLO's, not an answer to the injected AUTH.
     let script = r#"

@@ -41,7 +41,11 @@ impl Session {
                 return Flow::Continue;
             }
             AuthOffer::StarttlsFirst => {
-                self.reject(530, (5, 7, 0), "Must issue a STARTTLS command first");
+                self.reject(
+                    538,
+                    (5, 7, 11),
+                    "Encryption required for requested authentication mechanism",
+                );
                 return Flow::Continue;
             }
             AuthOffer::Offered => {}

@@ -106,7 +106,7 @@ pub fn x_command_permitted(ext: &Extensions, cmd: XCommand) -> bool {
 pub enum AuthOffer {
     Offered,
     /// Configured, but STARTTLS is available and not yet done: passwords wait for TLS
-    /// (RFC 4954 §4: `530 5.7.0 Must issue a STARTTLS command first`).
+    /// (RFC 4954 §6: `538 5.7.11 Encryption required for requested authentication mechanism`).
     StarttlsFirst,
     NotOffered,
 }
