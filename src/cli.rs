@@ -24,14 +24,19 @@ pub struct Args {
     pub foreground: bool,
     pub mode: Mode,
     pub strict: bool,
+    /// With --check-config: connect to each datasource and prepare the query there.
+    pub check_datasources: bool,
 }
 
 pub const USAGE: &str = "\
-usage: smtp-auth-proxy [-c FILE] [-f] [--check-config | --dump-config] [--strict]
+usage: smtp-auth-proxy [-c FILE] [-f] [--check-config [--check-datasources] | --dump-config] [--strict]
 
   -c, --config FILE   configuration file (default /etc/smtp-auth-proxy/ecelerity.conf)
   -f, --foreground    stay in the foreground, log to stderr
   -t, --check-config  validate the configuration and exit: 0 valid, 1 invalid
+      --check-datasources
+                      with --check-config: connect to each datasource smtp_auth_proxy uses
+                      and have the database prepare its query
       --dump-config   print the merged configuration (includes expanded) and exit
       --strict        options smtp-auth-proxy does not implement are errors, as in Momentum
   -h, --help          this help
@@ -51,6 +56,7 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, St
         foreground: false,
         mode: Mode::Run,
         strict: false,
+        check_datasources: false,
     };
     let mut args = args.into_iter();
     let set_mode = |out: &mut Args, m: Mode| {
@@ -74,6 +80,10 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, St
             "-t" | "--check-config" => set_mode(&mut out, Mode::CheckConfig)?,
             "--dump-config" => set_mode(&mut out, Mode::DumpConfig)?,
             "--strict" => out.strict = true,
+            "--check-datasources" => {
+                out.check_datasources = true;
+                set_mode(&mut out, Mode::CheckConfig)?;
+            }
             "-h" | "--help" => return Ok(Parsed::Help),
             "-V" | "--version" => return Ok(Parsed::Version),
             other => return Err(format!("unknown argument `{other}`")),
@@ -176,11 +186,46 @@ fn check_config(args: &Args) -> i32 {
         );
         return 1;
     }
+    if args.check_datasources
+        && let Some(config) = &checked.config
+    {
+        let problems = check_datasources(config, &checked.loaded.sources);
+        if !problems.is_empty() {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            eprintln!(
+                "{}: {} datasource problem(s)",
+                args.config.display(),
+                problems.len()
+            );
+            return 1;
+        }
+    }
     if warnings > 0 {
         eprintln!("{}: {warnings} warning(s)", args.config.display());
     }
     println!("Configuration valid");
     0
+}
+
+/// Connects to every URI of the datasource smtp_auth_proxy looks users up in, and has the
+/// database prepare the query: the vendor's example SQL, for one, fails here.
+fn check_datasources(config: &model::Config, sources: &config::SourceMap) -> Vec<String> {
+    let Some(p) = &config.auth_proxy else {
+        return Vec::new();
+    };
+    let (Some(name), Some(query)) = (&p.ds_cache, &p.query) else {
+        return Vec::new();
+    };
+    let Some(ds) = config.datasource(&name.value) else {
+        return Vec::new();
+    };
+    let at = sources.locate(query.origin);
+    crate::datasource::check(ds, &query.value)
+        .into_iter()
+        .map(|e| format!("{at}: error: query: {e}"))
+        .collect()
 }
 
 fn run(args: &Args) -> i32 {

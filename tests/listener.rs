@@ -250,7 +250,10 @@ fn xclient_only_from_the_peer_that_has_it() {
     c.cmd("RSET");
     assert_eq!(c.cmd("XCLIENT ADDR=192.0.2.7 LOGIN=carol").0, 220);
     let (_, ehlo) = c.cmd("EHLO me");
-    assert!(ehlo.contains("says EHLO to 192.0.2.7") && !ehlo.contains("XCLIENT"), "{ehlo}");
+    assert!(
+        ehlo.contains("says EHLO to 192.0.2.7") && !ehlo.contains("XCLIENT"),
+        "{ehlo}"
+    );
     assert_eq!(c.relay_code(), 250);
     assert_eq!(up.messages().len(), 1);
 }

@@ -86,13 +86,10 @@ Esmtp_Listener {
     );
     assert_eq!(p.timeout, Duration::from_secs(60));
     assert_eq!(p.ds_cache.as_ref().unwrap().value, "smtp_auth_proxy");
-    assert!(
-        p.query
-            .as_ref()
-            .unwrap()
-            .value
-            .contains(":username, localpart"),
-        "SQL passed through as written"
+    assert_eq!(
+        p.query.as_ref().unwrap().value.sql,
+        "SELECT host FROM auth_servers WHERE username = ?, localpart = ?, domain = ?;",
+        "SQL passed through as written, parameters rewritten"
     );
     let l = c.esmtp_listener.as_ref().unwrap();
     let ext = l.settings.smtp_extensions.as_ref().unwrap();
@@ -668,7 +665,8 @@ fn mail_with_nowhere_to_go_and_cram_md5_upstream_are_errors() {
     let (_, msgs) = build(&format!(
         r#"
 relay_domains = ( example.com )
-smtp_auth_proxy {{ host = "127.0.0.1:2525" }}
+smtp_auth_proxy {{ ds_cache = "u" query = "SELECT h FROM t WHERE u = :username" }}
+Datasource "u" {{ uri = ( "sqlite:/nonexistent/u.sqlite" ) }}
 ESMTP_Listener {{
   SMTP_Extensions = ( "AUTH PLAIN" "AUTH CRAM-MD5" )
   AuthPlainParameters = [ uri = "file://{}" ]

@@ -41,7 +41,9 @@ impl PasswordFile {
         };
         let good = match &creds.proof {
             Proof::Password(p) => ct_eq(p.expose().as_bytes(), stored.expose().as_bytes()),
-            Proof::CramMd5 { challenge, digest } => {
+            Proof::CramMd5 {
+                challenge, digest, ..
+            } => {
                 let expected = cram_md5(stored.expose(), challenge);
                 ct_eq(expected.as_bytes(), digest.to_ascii_lowercase().as_bytes())
             }
@@ -52,6 +54,20 @@ impl PasswordFile {
             Outcome::new(Verdict::Fail, "wrong password")
         }
     }
+}
+
+/// A fresh `<random.time@host>` challenge (RFC 2195).
+pub fn new_challenge(hostname: &str) -> String {
+    let mut nonce = [0u8; 8];
+    // The provider's generator is the operating system's; if it fails, the time still makes
+    // the challenge unique.
+    let _ = rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut nonce);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("<{}.{t}@{hostname}>", u64::from_be_bytes(nonce))
 }
 
 /// RFC 2195: the hex HMAC-MD5 of the challenge keyed with the password.

@@ -40,15 +40,25 @@ impl fmt::Debug for Secret {
 }
 
 /// What the client proved its identity with.
-#[derive(Debug)]
 pub enum Proof {
     /// LOGIN and PLAIN: the password itself.
     Password(Secret),
-    /// CRAM-MD5: the challenge we sent and the hex HMAC-MD5 digest the client answered.
-    CramMd5 { challenge: String, digest: String },
+    /// CRAM-MD5: the challenge sent and the hex HMAC-MD5 digest the client answered; with
+    /// `smtp_auth_proxy://`, the upstream session that issued the challenge.
+    CramMd5 {
+        challenge: String,
+        digest: String,
+        upstream: Option<SmtpClient>,
+    },
 }
 
-#[derive(Debug)]
+/// A CRAM-MD5 challenge (RFC 2195), from the back end: made here for a password file, the
+/// upstream's own for `smtp_auth_proxy://` (the client's answer only works against it).
+pub struct CramChallenge {
+    pub challenge: String,
+    pub upstream: Option<SmtpClient>,
+}
+
 pub struct Credentials {
     pub mechanism: Mechanism,
     /// The authentication identity as the client typed it.
@@ -109,19 +119,32 @@ pub enum Backend {
 
 impl Backend {
     /// Whether the back end can check `mechanism`'s proof. CRAM-MD5 needs the password (a file)
-    /// or an upstream that runs the challenge itself.
+    /// or a fixed upstream that runs the challenge itself.
     pub fn supports(&self, mechanism: Mechanism) -> bool {
         match self {
             Backend::File(_) => true,
-            Backend::SmtpAuthProxy(_) => mechanism != Mechanism::CramMd5,
+            Backend::SmtpAuthProxy(engine) => {
+                mechanism != Mechanism::CramMd5 || engine.can_relay_cram_md5()
+            }
+        }
+    }
+
+    /// A CRAM-MD5 challenge; `Err` is the outcome to report when none could be had.
+    pub async fn cram_md5_challenge(&self, hostname: &str) -> Result<CramChallenge, Outcome> {
+        match self {
+            Backend::File(_) => Ok(CramChallenge {
+                challenge: file::new_challenge(hostname),
+                upstream: None,
+            }),
+            Backend::SmtpAuthProxy(engine) => engine.cram_md5_challenge().await,
         }
     }
 
     /// Checks `creds`. `keep_upstream`: the session will relay its mail through the upstream
     /// that accepted the AUTH, so return that connection instead of closing it.
-    pub async fn authenticate(&self, creds: &Credentials, keep_upstream: bool) -> Outcome {
+    pub async fn authenticate(&self, creds: Credentials, keep_upstream: bool) -> Outcome {
         match self {
-            Backend::File(f) => f.authenticate(creds),
+            Backend::File(f) => f.authenticate(&creds),
             Backend::SmtpAuthProxy(engine) => engine.authenticate(creds, keep_upstream).await,
         }
     }

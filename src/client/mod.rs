@@ -5,6 +5,8 @@
 //! Every wait is bounded by the client's timeout, so a stalled peer becomes an error the caller
 //! can turn into a 4xx, never a session that hangs.
 
+pub mod tls;
+
 use crate::model::addr::HostPort;
 use crate::net::BoxIo;
 use crate::reply::{Reply, ReplyError};
@@ -171,6 +173,36 @@ impl SmtpClient {
             }
             self.rbuf.extend_from_slice(&chunk[..n]);
         }
+    }
+
+    /// STARTTLS (RFC 3207). `Ok(None)`: TLS is up and the EHLO keywords are forgotten (say
+    /// EHLO again); `Ok(Some(reply))`: the server refused.
+    pub async fn starttls(
+        &mut self,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        name: rustls_pki_types::ServerName<'static>,
+    ) -> Result<Option<Reply>> {
+        let r = self.command("STARTTLS").await?;
+        if r.code != 220 {
+            return Ok(Some(r));
+        }
+        if !self.rbuf.is_empty() {
+            // Bytes after the 220 in clear text: someone on the path is injecting.
+            return Err(ClientError::Connect(
+                "server sent data after STARTTLS's 220".into(),
+            ));
+        }
+        let io = std::mem::replace(&mut self.stream, Box::new(tokio::io::empty()));
+        let tls = timeout(
+            self.timeout,
+            tokio_rustls::TlsConnector::from(config).connect(name, io),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout)?
+        .map_err(|e| ClientError::Connect(format!("TLS: {e}")))?;
+        self.stream = Box::new(tls);
+        self.extensions.clear();
+        Ok(None)
     }
 
     /// Says QUIT and closes, without waiting long: the work is done, and a server that does

@@ -8,13 +8,12 @@ use super::acctlog;
 use super::connection::{MAX_COMMAND_LINE, ReadError};
 use super::policy::{self, AuthOffer};
 use super::session::{Authenticated, Flow, Session};
-use crate::auth::{Credentials, Proof, Secret, Verdict};
+use crate::auth::{CramChallenge, Credentials, Proof, Secret, Verdict};
 use crate::model::listener::Mechanism;
 use crate::reply::Reply;
 use crate::{log_info, log_warning};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use std::time::{SystemTime, UNIX_EPOCH};
 use zeroize::Zeroizing;
 
 /// How an exchange ended without credentials.
@@ -79,7 +78,22 @@ impl Session {
         let creds = match offered.mechanism {
             Mechanism::Plain => self.plain(initial).await,
             Mechanism::Login => self.login(initial).await,
-            Mechanism::CramMd5 => self.cram_md5().await,
+            Mechanism::CramMd5 => match offered
+                .backend
+                .cram_md5_challenge(&self.scope.hostname)
+                .await
+            {
+                Ok(c) => self.cram_md5(c).await,
+                Err(outcome) => {
+                    log_warning!(
+                        "session {}: AUTH CRAM-MD5 error before a user name ({})",
+                        self.id,
+                        outcome.detail
+                    );
+                    self.reply(454, (4, 7, 0), "Temporary authentication failure");
+                    return Flow::Continue;
+                }
+            },
         };
         let creds = match creds {
             Ok(c) => c,
@@ -104,14 +118,15 @@ impl Session {
         // Mail after this AUTH goes through the upstream that accepted it unless a Gateway or
         // Routes names a next hop.
         let keep_upstream = !self.rt.config.routing.has_next_hop();
-        let outcome = offered.backend.authenticate(&creds, keep_upstream).await;
+        let username = creds.username.clone();
+        let outcome = offered.backend.authenticate(creds, keep_upstream).await;
         if offered.log_authentication {
             log_info!(
                 "acctlog: {}",
                 acctlog::line(
                     &self.local,
                     self.client.ip.map(|_| self.client.to_string()),
-                    &creds.username,
+                    &username,
                     outcome.timed_out,
                     outcome.verdict == Verdict::Pass
                 )
@@ -119,12 +134,12 @@ impl Session {
         }
         self.set_context("auth_status", outcome.verdict.status());
         self.set_context("auth_name", offered.mechanism.name());
-        self.set_context("auth_user", &creds.username);
+        self.set_context("auth_user", &username);
         let summary = format!(
             "session {}: AUTH {} user={} {} ({})",
             self.id,
             offered.mechanism.name(),
-            creds.username,
+            username,
             outcome.verdict.status(),
             outcome.detail
         );
@@ -132,7 +147,7 @@ impl Session {
             Verdict::Pass => {
                 log_info!("{summary}");
                 self.auth = Some(Authenticated {
-                    user: creds.username.clone(),
+                    user: username.clone(),
                     mechanism: offered.mechanism,
                 });
                 if let Some(up) = outcome.upstream {
@@ -208,22 +223,9 @@ impl Session {
         })
     }
 
-    /// CRAM-MD5: a fresh `<random.time@host>` challenge; the answer is `user hexdigest`.
-    async fn cram_md5(&mut self) -> Result<Credentials, Abort> {
-        let mut nonce = [0u8; 8];
-        rustls::crypto::ring::default_provider()
-            .secure_random
-            .fill(&mut nonce)
-            .map_err(|_| Abort::Malformed)?;
-        let t = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let challenge = format!(
-            "<{}.{t}@{}>",
-            u64::from_be_bytes(nonce),
-            self.scope.hostname
-        );
-        let answer = self.challenge(&B64.encode(&challenge)).await?;
+    /// CRAM-MD5: the back end's challenge goes out, the answer is `user hexdigest`.
+    async fn cram_md5(&mut self, c: CramChallenge) -> Result<Credentials, Abort> {
+        let answer = self.challenge(&B64.encode(&c.challenge)).await?;
         let answer = std::str::from_utf8(&answer).map_err(|_| Abort::Malformed)?;
         let (user, digest) = answer.rsplit_once(' ').ok_or(Abort::Malformed)?;
         if user.is_empty() || digest.len() != 32 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -234,8 +236,9 @@ impl Session {
             username: user.to_owned(),
             authzid: String::new(),
             proof: Proof::CramMd5 {
-                challenge,
+                challenge: c.challenge,
                 digest: digest.to_owned(),
+                upstream: c.upstream,
             },
         })
     }

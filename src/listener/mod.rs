@@ -26,6 +26,7 @@ pub mod xclient;
 pub mod xtext;
 
 use crate::auth::{Backend, file::PasswordFile};
+use crate::datasource::Datasource;
 use crate::model::Config;
 use crate::model::listener::{AuthBackend, EsmtpListener};
 use crate::proxy;
@@ -55,20 +56,26 @@ impl Runtime {
     pub fn new(config: Config) -> Result<Runtime, Vec<String>> {
         let hostname: Arc<str> = Arc::from(crate::net::hostname());
         let mut errors = Vec::new();
-        let proxy = config.auth_proxy.as_ref().map(|p| {
-            Arc::new(Backend::SmtpAuthProxy(Arc::new(proxy::Engine::new(
-                p,
-                hostname.to_string(),
-            ))))
-        });
-        if let Some(p) = &config.auth_proxy
-            && let Some(ds) = &p.ds_cache
-        {
-            // Said at every start, so nobody mistakes this build for one that looks users up.
-            crate::log_warning!(
-                "smtp_auth_proxy: ds_cache \"{}\" is not consulted by this build yet; every user is checked by `host`",
-                ds.value
-            );
+        let mut proxy = None;
+        if let Some(p) = config.auth_proxy.as_ref().filter(|p| p.enabled) {
+            let datasource = match p
+                .ds_cache
+                .as_ref()
+                .and_then(|n| config.datasource(&n.value))
+            {
+                Some(ds) => match Datasource::start(ds) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        errors.push(e);
+                        None
+                    }
+                },
+                None => None,
+            };
+            match proxy::Engine::new(p, hostname.to_string(), datasource) {
+                Ok(engine) => proxy = Some(Arc::new(Backend::SmtpAuthProxy(Arc::new(engine)))),
+                Err(e) => errors.push(format!("smtp_auth_proxy: {e}")),
+            }
         }
         let mut files = HashMap::new();
         let mut rt = Runtime {

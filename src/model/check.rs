@@ -122,13 +122,19 @@ fn check_effective(
                 );
                 continue;
             };
-            if params.backend.value == AuthBackend::SmtpAuthProxy && mech == Mechanism::CramMd5 {
+            if params.backend.value == AuthBackend::SmtpAuthProxy
+                && mech == Mechanism::CramMd5
+                && config
+                    .auth_proxy
+                    .as_ref()
+                    .is_some_and(|p| p.hosts.is_empty())
+            {
                 push(
                     cx,
                     Diagnostic::error(
                         params.backend.origin,
                         format!(
-                            "AUTH CRAM-MD5 for {where_} goes to `smtp_auth_proxy://`, which does not relay CRAM-MD5 challenges yet; use LOGIN or PLAIN"
+                            "AUTH CRAM-MD5 for {where_} goes to `smtp_auth_proxy://`, which needs `host` for it: the challenge is sent before the user name is known, so the per-user lookup cannot pick the upstream"
                         ),
                     ),
                 );

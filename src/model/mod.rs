@@ -10,6 +10,7 @@ pub mod datasource;
 pub mod listener;
 pub mod names;
 pub mod proxy;
+pub mod query;
 pub mod routing;
 pub mod security;
 pub mod value;

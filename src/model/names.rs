@@ -43,7 +43,17 @@ impl ScopeKind {
                 "xclient",
             ],
             ScopeKind::EsmtpListener | ScopeKind::Listen | ScopeKind::Peer => LISTENER_OPTIONS,
-            ScopeKind::AuthProxy => &["host", "port", "timeout", "ds_cache", "query", "enabled"],
+            ScopeKind::AuthProxy => &[
+                "host",
+                "port",
+                "timeout",
+                "ds_cache",
+                "query",
+                "enabled",
+                "tls",
+                "tls_verify",
+                "tls_ca",
+            ],
             ScopeKind::Datasource => &["uri", "cache_size", "cache_life", "max_rows", "no_cache"],
             ScopeKind::Security => &["user", "group"],
         }

@@ -3,12 +3,40 @@
 use super::Cx;
 use super::addr::HostPort;
 use super::names::ScopeKind;
+use super::query::{self, Query};
 use super::value::{self, Spanned};
 use crate::config::{Diagnostic, Origin, Scope};
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub const DEFAULT_PORT: u16 = 25;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The CA bundle Debian's `ca-certificates` maintains, for `tls_verify`.
+pub const DEFAULT_TLS_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// `tls`: STARTTLS towards the upstream (our option; Momentum's module has none). Named as
+/// Momentum's outbound `TLS` option is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpstreamTls {
+    No,
+    /// STARTTLS when the upstream offers it (the default).
+    #[default]
+    IfAvailable,
+    /// No STARTTLS, no AUTH: the upstream's failure to offer it is an error (454).
+    Required,
+}
+
+/// `tls_verify`: how the upstream's certificate is checked, as Momentum's `TLS_Verify` words it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsVerify {
+    /// Accept any certificate (encryption against passive listeners only).
+    #[default]
+    No,
+    /// A chain to a trusted CA.
+    Ca,
+    /// A chain to a trusted CA, naming the host connected to.
+    Host,
+}
 
 #[derive(Clone, Debug)]
 pub struct SmtpAuthProxy {
@@ -19,8 +47,13 @@ pub struct SmtpAuthProxy {
     pub timeout: Duration,
     /// The Datasource that maps a user to an upstream.
     pub ds_cache: Option<Spanned<String>>,
-    /// SQL with `:username`, `:localpart` and `:domain`, passed to the datasource as written.
-    pub query: Option<Spanned<String>>,
+    /// SQL with `:username`, `:localpart` and `:domain` (rewritten to `?`), otherwise passed to
+    /// the datasource as written.
+    pub query: Option<Spanned<Query>>,
+    pub tls: UpstreamTls,
+    pub tls_verify: TlsVerify,
+    /// PEM bundle of trusted CAs for `tls_verify`.
+    pub tls_ca: PathBuf,
     /// `enabled = false` loads the module passive: it answers no AUTH.
     pub enabled: bool,
     pub origin: Origin,
@@ -34,6 +67,9 @@ pub(super) fn read(cx: &mut Cx, scope: &Scope) -> Option<SmtpAuthProxy> {
     let mut ds_cache = None;
     let mut query = None;
     let mut enabled = true;
+    let mut tls = UpstreamTls::default();
+    let mut tls_verify = TlsVerify::default();
+    let mut tls_ca = PathBuf::from(DEFAULT_TLS_CA);
     // `port` applies to hosts written without one, wherever it appears in the scope.
     if let Some(s) = scope.get("port") {
         if let Some(p) = cx.read(s, |n, v| value::unsigned(n, v, 1, 65535)) {
@@ -58,7 +94,55 @@ pub(super) fn read(cx: &mut Cx, scope: &Scope) -> Option<SmtpAuthProxy> {
                 }
             }
             "ds_cache" => ds_cache = cx.read(s, value::text),
-            "query" => query = cx.read(s, value::text),
+            "query" => {
+                query = cx
+                    .read(s, value::text)
+                    .and_then(|q| match query::rewrite(&q.value) {
+                        Ok(value) => Some(Spanned {
+                            value,
+                            origin: q.origin,
+                        }),
+                        Err(e) => {
+                            cx.diags.push(Diagnostic::error(q.origin, e));
+                            None
+                        }
+                    })
+            }
+            "tls" => {
+                if let Some(t) = cx.read(s, |n, v| {
+                    value::choice(
+                        n,
+                        v,
+                        &[
+                            ("no", UpstreamTls::No),
+                            ("ifavailable", UpstreamTls::IfAvailable),
+                            ("required", UpstreamTls::Required),
+                        ],
+                    )
+                }) {
+                    tls = t.value;
+                }
+            }
+            "tls_verify" => {
+                if let Some(t) = cx.read(s, |n, v| {
+                    value::choice(
+                        n,
+                        v,
+                        &[
+                            ("no", TlsVerify::No),
+                            ("ca", TlsVerify::Ca),
+                            ("host", TlsVerify::Host),
+                        ],
+                    )
+                }) {
+                    tls_verify = t.value;
+                }
+            }
+            "tls_ca" => {
+                if let Some(p) = cx.read_path(s) {
+                    tls_ca = p.value;
+                }
+            }
             "enabled" => enabled = cx.read(s, value::boolean).is_none_or(|b| b.value),
             _ => cx.unknown_option(ScopeKind::AuthProxy, s),
         }
@@ -85,6 +169,9 @@ pub(super) fn read(cx: &mut Cx, scope: &Scope) -> Option<SmtpAuthProxy> {
         timeout,
         ds_cache,
         query,
+        tls,
+        tls_verify,
+        tls_ca,
         enabled,
         origin,
     })

@@ -1,25 +1,36 @@
 //! The proxy engine behind `smtp_auth_proxy://`: it asks an upstream SMTP server whether the
 //! client's credentials are good, and reports the upstream's verdict.
 //!
-//! One attempt: connect, greeting, EHLO, then `AUTH PLAIN` (or `AUTH LOGIN` when that is all the
-//! upstream offers) with the client's credentials. `235` is a pass; `535` or another 5xx is a
-//! fail, and no other host is asked; anything else (refused, reset, timeout, a 4xx, garbage) is
-//! an error, and the next configured host is tried. `timeout` bounds the whole exchange.
+//! Which upstream: the `ds_cache` datasource's answer for the user (first column of the first
+//! row, `host` or `host:port`), else the configured `host` list. One attempt: connect,
+//! greeting, EHLO, STARTTLS as `tls` says, then `AUTH PLAIN` (or `AUTH LOGIN` when that is all
+//! the upstream offers) with the client's credentials. `235` is a pass; `535` or another 5xx is
+//! a fail, and no other host is asked; anything else (refused, reset, timeout, a 4xx, garbage)
+//! is an error, and the next host is tried. `timeout` bounds the whole exchange, lookup
+//! included.
 
-use crate::auth::{Credentials, Outcome, Proof, Verdict};
-use crate::client::{ClientError, SmtpClient};
+use crate::auth::{CramChallenge, Credentials, Outcome, Proof, Verdict};
+use crate::client::{ClientError, SmtpClient, tls};
+use crate::datasource::Datasource;
 use crate::model::addr::HostPort;
-use crate::model::proxy::SmtpAuthProxy;
+use crate::model::proxy::{SmtpAuthProxy, UpstreamTls};
+use crate::model::query::Query;
+use crate::reply::Reply;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{Instant, timeout_at};
 use zeroize::Zeroizing;
 
 pub struct Engine {
     hosts: Vec<HostPort>,
+    port: u16,
     timeout: Duration,
     ehlo_name: String,
+    lookup: Option<(Arc<Datasource>, Arc<Query>)>,
+    tls: UpstreamTls,
+    tls_config: Arc<rustls::ClientConfig>,
 }
 
 /// How one host's attempt ended.
@@ -29,64 +40,159 @@ enum Attempt {
     Error(String),
 }
 
+impl From<ClientError> for Attempt {
+    fn from(e: ClientError) -> Self {
+        Attempt::Error(e.to_string())
+    }
+}
+
 impl Engine {
-    pub fn new(cfg: &SmtpAuthProxy, ehlo_name: String) -> Engine {
-        Engine {
+    pub fn new(
+        cfg: &SmtpAuthProxy,
+        ehlo_name: String,
+        datasource: Option<Arc<Datasource>>,
+    ) -> Result<Engine, String> {
+        let lookup = match (datasource, &cfg.query) {
+            (Some(ds), Some(q)) => Some((ds, Arc::new(q.value.clone()))),
+            _ => None,
+        };
+        Ok(Engine {
             hosts: cfg.hosts.iter().map(|h| h.value.clone()).collect(),
+            port: cfg.port,
             timeout: cfg.timeout,
             ehlo_name,
-        }
+            lookup,
+            tls: cfg.tls,
+            tls_config: tls::client_config(cfg.tls_verify, &cfg.tls_ca)?,
+        })
     }
 
-    pub async fn authenticate(&self, creds: &Credentials, keep_upstream: bool) -> Outcome {
-        let Proof::Password(_) = &creds.proof else {
-            return Outcome::new(Verdict::Error, "CRAM-MD5 is not relayed upstream");
-        };
-        if self.hosts.is_empty() {
-            return Outcome::new(Verdict::Error, "no upstream host configured");
-        }
+    /// CRAM-MD5's challenge comes before the user name, so only a fixed `host` can serve it.
+    pub fn can_relay_cram_md5(&self) -> bool {
+        !self.hosts.is_empty()
+    }
+
+    pub async fn authenticate(&self, mut creds: Credentials, keep_upstream: bool) -> Outcome {
         let deadline = Instant::now() + self.timeout;
-        let mut errors = Vec::new();
-        for host in &self.hosts {
-            match timeout_at(deadline, self.attempt(host, creds, keep_upstream)).await {
-                Ok(Attempt::Verdict(outcome)) => return outcome,
-                Ok(Attempt::Error(e)) => errors.push(format!("{host}: {e}")),
-                Err(_) => {
-                    errors.push(format!("{host}: timed out"));
-                    let mut o = Outcome::new(Verdict::Error, errors.join("; "));
-                    o.timed_out = true;
-                    return o;
+        let upstream = match &mut creds.proof {
+            Proof::CramMd5 { upstream, .. } => upstream.take(),
+            Proof::Password(_) => None,
+        };
+        let result = timeout_at(deadline, async {
+            match upstream {
+                Some(up) => self.finish_cram_md5(up, &creds, keep_upstream).await,
+                None => {
+                    self.authenticate_password(&creds, keep_upstream, deadline)
+                        .await
                 }
+            }
+        })
+        .await;
+        result.unwrap_or_else(|_| {
+            let mut o = Outcome::new(Verdict::Error, "timed out");
+            o.timed_out = true;
+            o
+        })
+    }
+
+    async fn authenticate_password(
+        &self,
+        creds: &Credentials,
+        keep: bool,
+        deadline: Instant,
+    ) -> Outcome {
+        let hosts = match self.upstreams(&creds.username, deadline).await {
+            Ok(h) => h,
+            Err(o) => return o,
+        };
+        let mut errors = Vec::new();
+        for host in &hosts {
+            match self.try_host(host, creds, keep).await {
+                Ok(Attempt::Verdict(outcome)) => return outcome,
+                Ok(Attempt::Error(e)) | Err(Attempt::Error(e)) => {
+                    errors.push(format!("{host}: {e}"))
+                }
+                Err(Attempt::Verdict(o)) => return o,
             }
         }
         Outcome::new(Verdict::Error, errors.join("; "))
     }
 
-    async fn attempt(&self, host: &HostPort, creds: &Credentials, keep: bool) -> Attempt {
-        match self.converse(host, creds, keep).await {
-            Ok(a) => a,
-            Err(ClientError::Timeout) => Attempt::Error("timed out".into()),
-            Err(e) => Attempt::Error(e.to_string()),
+    /// The hosts to ask for this user: the datasource's answer, or the configured list.
+    async fn upstreams(&self, user: &str, deadline: Instant) -> Result<Vec<HostPort>, Outcome> {
+        let Some((ds, query)) = &self.lookup else {
+            return Ok(self.hosts.clone());
+        };
+        match ds.lookup(query, user, deadline).await {
+            Ok(Some(h)) => HostPort::parse(&h, self.port)
+                .map(|hp| vec![hp])
+                .map_err(|e| {
+                    Outcome::new(
+                        Verdict::Error,
+                        format!(
+                            "Datasource \"{}\" answered `{h}` for the user: {e}",
+                            ds.name
+                        ),
+                    )
+                }),
+            Ok(None) if !self.hosts.is_empty() => Ok(self.hosts.clone()),
+            Ok(None) => Err(Outcome::new(
+                Verdict::Fail,
+                format!(
+                    "Datasource \"{}\" has no upstream for the user and no `host` is set",
+                    ds.name
+                ),
+            )),
+            Err(e) => Err(Outcome::new(
+                Verdict::Error,
+                format!("Datasource \"{}\": {e}", ds.name),
+            )),
         }
     }
 
-    async fn converse(
+    /// Connects and gets the upstream ready for AUTH: greeting, EHLO, STARTTLS per `tls`.
+    async fn open(&self, host: &HostPort) -> Result<SmtpClient, Attempt> {
+        let (mut up, greeting) = SmtpClient::connect(host, self.timeout).await?;
+        if greeting.code != 220 {
+            return Err(Attempt::Error(format!("greeting {greeting}")));
+        }
+        let ehlo = up.ehlo(&self.ehlo_name).await?;
+        if !ehlo.is_positive() {
+            return Err(Attempt::Error(format!("EHLO {ehlo}")));
+        }
+        let offered = up.extension("STARTTLS").is_some();
+        match (self.tls, offered) {
+            (UpstreamTls::No, _) | (UpstreamTls::IfAvailable, false) => return Ok(up),
+            (UpstreamTls::Required, false) => {
+                return Err(Attempt::Error(
+                    "tls = required, but the upstream does not offer STARTTLS".into(),
+                ));
+            }
+            _ => {}
+        }
+        let name = tls::server_name(&host.host).map_err(Attempt::Error)?;
+        if let Some(r) = up.starttls(self.tls_config.clone(), name).await? {
+            return Err(Attempt::Error(format!("STARTTLS {r}")));
+        }
+        let ehlo = up.ehlo(&self.ehlo_name).await?;
+        if !ehlo.is_positive() {
+            return Err(Attempt::Error(format!("EHLO after STARTTLS {ehlo}")));
+        }
+        Ok(up)
+    }
+
+    async fn try_host(
         &self,
         host: &HostPort,
         creds: &Credentials,
         keep: bool,
-    ) -> Result<Attempt, ClientError> {
+    ) -> Result<Attempt, Attempt> {
         let Proof::Password(password) = &creds.proof else {
-            unreachable!("checked by authenticate");
+            return Ok(Attempt::Error(
+                "CRAM-MD5 without its upstream session".into(),
+            ));
         };
-        let (mut up, greeting) = SmtpClient::connect(host, self.timeout).await?;
-        if greeting.code != 220 {
-            return Ok(Attempt::Error(format!("greeting {greeting}")));
-        }
-        let ehlo = up.ehlo(&self.ehlo_name).await?;
-        if !ehlo.is_positive() {
-            return Ok(Attempt::Error(format!("EHLO {ehlo}")));
-        }
+        let mut up = self.open(host).await?;
         let reply = if up.offers_auth("PLAIN") {
             let raw = Zeroizing::new(format!(
                 "{}\0{}\0{}",
@@ -115,12 +221,17 @@ impl Engine {
                 "upstream offers neither AUTH PLAIN nor AUTH LOGIN".into(),
             ));
         };
+        Ok(self.verdict(up, reply, keep).await)
+    }
+
+    /// Maps the upstream's reply to AUTH to a verdict, keeping or closing the session.
+    async fn verdict(&self, up: SmtpClient, reply: Reply, keep: bool) -> Attempt {
         let verdict = match reply.code {
             235 => Verdict::Pass,
             500..=599 => Verdict::Fail,
             _ => {
                 up.quit().await;
-                return Ok(Attempt::Error(format!("AUTH {reply}")));
+                return Attempt::Error(format!("AUTH {reply}"));
             }
         };
         let mut outcome = Outcome::new(verdict, format!("{} answered {}", up.server, reply.code));
@@ -129,6 +240,67 @@ impl Engine {
         } else {
             up.quit().await;
         }
-        Ok(Attempt::Verdict(outcome))
+        Attempt::Verdict(outcome)
+    }
+
+    /// Opens an upstream session and has it issue a CRAM-MD5 challenge, which the client must
+    /// answer unchanged: the password never has to be known here.
+    pub async fn cram_md5_challenge(&self) -> Result<CramChallenge, Outcome> {
+        let deadline = Instant::now() + self.timeout;
+        let mut errors = Vec::new();
+        for host in &self.hosts {
+            let attempt = timeout_at(deadline, async {
+                let mut up = self.open(host).await?;
+                if !up.offers_auth("CRAM-MD5") {
+                    up.quit().await;
+                    return Err(Attempt::Error(
+                        "upstream does not offer AUTH CRAM-MD5".into(),
+                    ));
+                }
+                let r = up.command("AUTH CRAM-MD5").await?;
+                let decoded = (r.code == 334)
+                    .then(|| B64.decode(r.lines[0].trim()).ok())
+                    .flatten()
+                    .and_then(|c| String::from_utf8(c).ok());
+                match decoded {
+                    Some(challenge) => Ok(CramChallenge {
+                        challenge,
+                        upstream: Some(up),
+                    }),
+                    None => Err(Attempt::Error(format!("AUTH CRAM-MD5 {r}"))),
+                }
+            })
+            .await;
+            match attempt {
+                Ok(Ok(c)) => return Ok(c),
+                Ok(Err(Attempt::Error(e))) => errors.push(format!("{host}: {e}")),
+                Ok(Err(Attempt::Verdict(o))) => return Err(o),
+                Err(_) => {
+                    let mut o = Outcome::new(Verdict::Error, format!("{host}: timed out"));
+                    o.timed_out = true;
+                    return Err(o);
+                }
+            }
+        }
+        Err(Outcome::new(Verdict::Error, errors.join("; ")))
+    }
+
+    async fn finish_cram_md5(
+        &self,
+        mut up: SmtpClient,
+        creds: &Credentials,
+        keep: bool,
+    ) -> Outcome {
+        let Proof::CramMd5 { digest, .. } = &creds.proof else {
+            unreachable!("called for CRAM-MD5 only");
+        };
+        let answer = B64.encode(format!("{} {digest}", creds.username));
+        match up.command(&answer).await {
+            Ok(reply) => match self.verdict(up, reply, keep).await {
+                Attempt::Verdict(o) => o,
+                Attempt::Error(e) => Outcome::new(Verdict::Error, e),
+            },
+            Err(e) => Outcome::new(Verdict::Error, e.to_string()),
+        }
     }
 }
