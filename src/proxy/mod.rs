@@ -38,12 +38,24 @@ enum Attempt {
     Verdict(Outcome),
     /// This host could not decide; try the next.
     Error(String),
+    /// This host did not answer in time (acctlog's `T`); try the next.
+    Timeout,
 }
 
 impl From<ClientError> for Attempt {
     fn from(e: ClientError) -> Self {
-        Attempt::Error(e.to_string())
+        match e {
+            ClientError::Timeout => Attempt::Timeout,
+            e => Attempt::Error(e.to_string()),
+        }
     }
+}
+
+/// An error outcome from the errors of the hosts tried.
+fn error_outcome(errors: Vec<String>, timed_out: bool) -> Outcome {
+    let mut o = Outcome::new(Verdict::Error, errors.join("; "));
+    o.timed_out = timed_out;
+    o
 }
 
 impl Engine {
@@ -106,16 +118,20 @@ impl Engine {
             Err(o) => return o,
         };
         let mut errors = Vec::new();
+        let mut timed_out = false;
         for host in &hosts {
             match self.try_host(host, creds, keep).await {
-                Ok(Attempt::Verdict(outcome)) => return outcome,
+                Ok(Attempt::Verdict(o)) | Err(Attempt::Verdict(o)) => return o,
                 Ok(Attempt::Error(e)) | Err(Attempt::Error(e)) => {
                     errors.push(format!("{host}: {e}"))
                 }
-                Err(Attempt::Verdict(o)) => return o,
+                Ok(Attempt::Timeout) | Err(Attempt::Timeout) => {
+                    timed_out = true;
+                    errors.push(format!("{host}: timed out"));
+                }
             }
         }
-        Outcome::new(Verdict::Error, errors.join("; "))
+        error_outcome(errors, timed_out)
     }
 
     /// The hosts to ask for this user: the datasource's answer, or the configured list.
@@ -275,14 +291,13 @@ impl Engine {
                 Ok(Ok(c)) => return Ok(c),
                 Ok(Err(Attempt::Error(e))) => errors.push(format!("{host}: {e}")),
                 Ok(Err(Attempt::Verdict(o))) => return Err(o),
-                Err(_) => {
-                    let mut o = Outcome::new(Verdict::Error, format!("{host}: timed out"));
-                    o.timed_out = true;
-                    return Err(o);
+                Ok(Err(Attempt::Timeout)) | Err(_) => {
+                    errors.push(format!("{host}: timed out"));
+                    return Err(error_outcome(errors, true));
                 }
             }
         }
-        Err(Outcome::new(Verdict::Error, errors.join("; ")))
+        Err(error_outcome(errors, false))
     }
 
     async fn finish_cram_md5(
@@ -299,8 +314,9 @@ impl Engine {
             Ok(reply) => match self.verdict(up, reply, keep).await {
                 Attempt::Verdict(o) => o,
                 Attempt::Error(e) => Outcome::new(Verdict::Error, e),
+                Attempt::Timeout => error_outcome(vec!["timed out".into()], true),
             },
-            Err(e) => Outcome::new(Verdict::Error, e.to_string()),
+            Err(e) => error_outcome(vec![e.to_string()], matches!(e, ClientError::Timeout)),
         }
     }
 }

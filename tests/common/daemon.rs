@@ -72,6 +72,10 @@ impl Daemon {
         self.ports[0]
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the daemon logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
@@ -138,7 +142,8 @@ impl Upstream {
         cmd.args(options);
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            // aiosmtpd's deprecation notes and its tracebacks for sessions our tests cut off.
+            .stderr(Stdio::null())
             .spawn()
             .expect(
                 "python3 with aiosmtpd (pip install aiosmtpd, or apt install python3-aiosmtpd)",
@@ -182,31 +187,61 @@ pub fn dead_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// A self-signed certificate and key for `localhost`, made with the openssl command.
+/// A certificate and key for `localhost` / 127.0.0.1, made with the openssl command.
 pub fn make_cert(dir: &Path) -> (PathBuf, PathBuf) {
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
+    let c = Certs::new(dir);
+    (c.cert, c.key)
+}
+
+/// A test CA and a server certificate it signed (`localhost`, `127.0.0.1`).
+pub struct Certs {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+impl Certs {
+    pub fn new(dir: &Path) -> Certs {
+        let p = |n: &str| dir.join(n).to_str().unwrap().to_owned();
+        std::fs::write(
+            dir.join("leaf.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+        for cmd in [
+            format!(
+                "req -x509 {ec} -days 2 -subj /CN=test-ca -keyout {} -out {}",
+                p("ca.key"),
+                p("ca.pem")
+            ),
+            format!(
+                "req {ec} -subj /CN=localhost -keyout {} -out {}",
+                p("key.pem"),
+                p("leaf.csr")
+            ),
+            format!(
+                "x509 -req -in {} -CA {} -CAkey {} -CAcreateserial -days 2 -extfile {} -out {}",
+                p("leaf.csr"),
+                p("ca.pem"),
+                p("ca.key"),
+                p("leaf.ext"),
+                p("cert.pem")
+            ),
+        ] {
+            let out = run_words("openssl", &cmd);
+            assert!(
+                out.status.success(),
+                "openssl {cmd}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Certs {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            ca: dir.join("ca.pem"),
+        }
+    }
 }
 
 /// Runs a command with `args` split at whitespace.

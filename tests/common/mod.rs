@@ -85,3 +85,4 @@ pub fn error_of(text: &str) -> String {
     errs[0].clone()
 }
 pub mod daemon;
+pub mod fake_upstream;
