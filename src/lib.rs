@@ -16,3 +16,4 @@ pub mod model;
 pub mod net;
 pub mod proxy;
 pub mod reply;
+pub mod syslog;

@@ -26,6 +26,12 @@ pub fn enabled(level: Level) -> bool {
     level as u8 <= MAX_LEVEL.load(Ordering::Relaxed)
 }
 
+/// The process id, read once (it is in every line).
+pub fn pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
 pub fn write(level: Level, args: fmt::Arguments<'_>) {
     if !enabled(level) {
         return;
@@ -37,8 +43,22 @@ pub fn write(level: Level, args: fmt::Arguments<'_>) {
         Level::Debug => "debug",
     };
     // One write per line, so lines from concurrent sessions never interleave.
-    let line = format!("smtp-auth-proxy[{}]: {tag}: {args}\n", std::process::id());
+    let line = format!("smtp-auth-proxy[{}]: {tag}: {args}\n", pid());
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// Momentum's acctlog line for one authentication attempt: to syslog, facility mail; to the
+/// log when no syslog daemon listens, so that no attempt goes unrecorded.
+pub fn acctlog(line: &str) {
+    static SYSLOG: std::sync::OnceLock<crate::syslog::Syslog> = std::sync::OnceLock::new();
+    let syslog = SYSLOG.get_or_init(|| crate::syslog::Syslog::new("smtp-auth-proxy"));
+    if !syslog.send(
+        crate::syslog::FACILITY_MAIL,
+        crate::syslog::SEVERITY_INFO,
+        &format!("acctlog: {line}"),
+    ) {
+        write(Level::Info, format_args!("acctlog: {line}"));
+    }
 }
 
 #[macro_export]

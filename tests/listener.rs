@@ -4,7 +4,9 @@
 mod common;
 
 use common::TempDir;
-use common::daemon::{Client, Daemon, Upstream, dead_port, make_cert, run, run_words, swaks};
+use common::daemon::{
+    Client, Daemon, SyslogSink, Upstream, dead_port, make_cert, run, run_words, swaks,
+};
 use std::time::{Duration, Instant};
 
 /// A real next hop, and a daemon relaying to it with `global` settings and `listener` as the
@@ -93,7 +95,8 @@ ESMTP_Listener {{
         cert.display(),
         key.display()
     );
-    let d = Daemon::start(TempDir::new("authproxy-d"), &conf, 1);
+    let syslog = SyslogSink::bind(dir.path().join("log.sock"));
+    let d = Daemon::start_env(TempDir::new("authproxy-d"), &conf, 1, &[syslog.env()]);
     let script = r#"
 import smtplib, ssl, sys
 port = int(sys.argv[1])
@@ -138,9 +141,15 @@ print("sent")
         "relayed through the AUTH session"
     );
     assert!(msgs[0]["data"].as_str().unwrap().contains("with ESMTPSA"));
-    let log = d.wait_log("acctlog:");
-    assert!(log.contains("@alice@1"), "{log}");
-    assert!(log.contains("@alice@0"), "{log}");
+    // acctlog, to syslog facility mail: the failed attempts (PLAIN, then smtplib's LOGIN
+    // retry), then the good one.
+    let acct: Vec<String> = (0..3).map(|_| syslog.recv().unwrap()).collect();
+    assert!(acct.iter().all(|l| l.starts_with("<22>")), "{acct:?}");
+    assert!(
+        acct[0].ends_with("@alice@0") && acct[2].ends_with("@alice@1"),
+        "{acct:?}"
+    );
+    let log = d.log();
     assert!(
         !log.contains("s3cret-pw") && !log.contains("wrong-pw"),
         "{log}"

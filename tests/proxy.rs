@@ -6,13 +6,22 @@ mod common;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use common::TempDir;
-use common::daemon::{Certs, Client, Daemon, Upstream, dead_port, run, swaks};
+use common::daemon::{Certs, Client, Daemon, SyslogSink, Upstream, dead_port, run, swaks};
 use common::fake_upstream::{Behaviour, FakeUpstream};
 use std::time::Duration;
 
 /// A daemon whose AUTH PLAIN/LOGIN (and CRAM-MD5, where a fixed `host` can serve it) go to
 /// `smtp_auth_proxy { <proxy> }`, with `extra` global lines (Datasource scopes).
 fn proxy_daemon(tag: &str, proxy: &str, extra: &str) -> Daemon {
+    proxy_daemon_env(
+        tag,
+        proxy,
+        extra,
+        &[("SMTP_AUTH_PROXY_SYSLOG", "/nonexistent/log")],
+    )
+}
+
+fn proxy_daemon_env(tag: &str, proxy: &str, extra: &str, env: &[(&str, &str)]) -> Daemon {
     let cram = if proxy.contains("host =") {
         "\"AUTH CRAM-MD5\""
     } else {
@@ -31,7 +40,7 @@ ESMTP_Listener {{
 }}
 "#
     );
-    Daemon::start(TempDir::new(tag), &conf, 1)
+    Daemon::start_env(TempDir::new(tag), &conf, 1, env)
 }
 
 /// AUTH PLAIN with an initial response; returns the reply code and text.
@@ -64,6 +73,10 @@ fn verdicts_from_misbehaving_upstreams() {
             &format!("host = \"127.0.0.1:{}\" timeout = 1", up.port),
             "",
         );
+        // Baseline after one session, once every serving thread has its runtime up.
+        let (code, text) = auth_plain(d.port(), "user", "pw");
+        assert_eq!(code, expected, "{name}: {text}");
+        std::thread::sleep(Duration::from_millis(200));
         let baseline = open_fds(&d);
         for _ in 0..3 {
             let (code, text) = auth_plain(d.port(), "user", "pw");
@@ -417,5 +430,39 @@ fn mariadb_datasource() {
         "mariadb",
         &["-h", "127.0.0.1", "-u", "root", "test", "-e"],
         "mysql:host=127.0.0.1;port=3306;dbname=test;user=root;password=",
+    );
+}
+
+#[test]
+fn acctlog_goes_to_syslog_and_survives_a_syslogd_restart() {
+    let up = FakeUpstream::start(Behaviour::Accept);
+    let dir = TempDir::new("syslog");
+    let sink = SyslogSink::bind(dir.path().join("log"));
+    let d = proxy_daemon_env(
+        "syslog",
+        &format!("host = \"127.0.0.1:{}\"", up.port),
+        "",
+        &[sink.env()],
+    );
+    assert_eq!(auth_plain(d.port(), "erin@example.com", "pw").0, 235);
+    let line = sink.recv().expect("an acctlog line");
+    assert!(
+        line.starts_with("<22>"),
+        "facility mail, severity info: {line}"
+    );
+    assert!(
+        line.contains("acctlog: ") && line.ends_with("@erin\\@example.com@1"),
+        "{line}"
+    );
+    assert!(!line.contains("pw@"), "{line}");
+    // syslogd restarts: a new socket at the same path gets the next line.
+    let path = sink.path.clone();
+    drop(sink);
+    let sink = SyslogSink::bind(path);
+    assert_eq!(auth_plain(d.port(), "erin@example.com", "pw").0, 235);
+    assert!(
+        sink.recv()
+            .expect("a line after the restart")
+            .contains("@erin\\@example.com@1")
     );
 }

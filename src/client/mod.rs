@@ -164,14 +164,13 @@ impl SmtpClient {
                 Ok(None) => {}
                 Err(e) => return Err(ClientError::Garbage(e)),
             }
-            let mut chunk = [0u8; 4096];
-            let n = timeout(self.timeout, self.stream.read(&mut chunk))
+            self.rbuf.reserve(4096);
+            let n = timeout(self.timeout, self.stream.read_buf(&mut self.rbuf))
                 .await
                 .map_err(|_| ClientError::Timeout)??;
             if n == 0 {
                 return Err(ClientError::Closed);
             }
-            self.rbuf.extend_from_slice(&chunk[..n]);
         }
     }
 
@@ -205,10 +204,10 @@ impl SmtpClient {
         Ok(None)
     }
 
-    /// Says QUIT and closes, without waiting long: the work is done, and a server that does
-    /// not answer QUIT promptly has nothing more to tell.
+    /// Says QUIT and closes without waiting for the 221: the work is done, and the reply has
+    /// nothing to tell (waiting would cost a round trip and a wake-up per session).
     pub async fn quit(mut self) {
         self.timeout = self.timeout.min(Duration::from_secs(5));
-        let _ = self.command("QUIT").await;
+        let _ = self.send_line("QUIT").await;
     }
 }

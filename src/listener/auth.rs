@@ -121,16 +121,13 @@ impl Session {
         let username = creds.username.clone();
         let outcome = offered.backend.authenticate(creds, keep_upstream).await;
         if offered.log_authentication {
-            log_info!(
-                "acctlog: {}",
-                acctlog::line(
-                    &self.local,
-                    self.client.ip.map(|_| self.client.to_string()),
-                    &username,
-                    outcome.timed_out,
-                    outcome.verdict == Verdict::Pass
-                )
-            );
+            crate::log::acctlog(&acctlog::line(
+                &self.local,
+                self.client.ip.map(|_| self.client.to_string()),
+                &username,
+                outcome.timed_out,
+                outcome.verdict == Verdict::Pass,
+            ));
         }
         self.set_context("auth_status", outcome.verdict.status());
         self.set_context("auth_name", offered.mechanism.name());
@@ -145,7 +142,8 @@ impl Session {
         );
         match outcome.verdict {
             Verdict::Pass => {
-                log_info!("{summary}");
+                // The session's closing line names the user; a pass needs no line of its own.
+                crate::log_debug!("{summary}");
                 self.auth = Some(Authenticated {
                     user: username.clone(),
                     mechanism: offered.mechanism,

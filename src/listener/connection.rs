@@ -94,16 +94,11 @@ impl Connection {
             self.rbuf.drain(..self.rpos);
             self.rpos = 0;
         }
-        let len = self.rbuf.len();
-        self.rbuf.resize(len + READ_CHUNK, 0);
-        let r = timeout(self.idle, self.io.read(&mut self.rbuf[len..])).await;
-        let n = match r {
-            Err(_) => {
-                self.rbuf.truncate(len);
-                return Err(ReadError::Idle);
-            }
+        // read_buf fills spare capacity: no zeroing of the buffer before every read.
+        self.rbuf.reserve(READ_CHUNK);
+        let n = match timeout(self.idle, self.io.read_buf(&mut self.rbuf)).await {
+            Err(_) => return Err(ReadError::Idle),
             Ok(Err(e)) => {
-                self.rbuf.truncate(len);
                 return Err(match e.kind() {
                     io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof => {
                         ReadError::Closed
@@ -113,7 +108,6 @@ impl Connection {
             }
             Ok(Ok(n)) => n,
         };
-        self.rbuf.truncate(len + n);
         if n == 0 {
             return Err(ReadError::Closed);
         }

@@ -193,6 +193,10 @@ impl Session {
             };
             let (used, end) = codec.feed(chunk, &mut out);
             self.conn.consume(used);
+            if end {
+                // The end-of-data mark goes out with the last bytes: one write, not two.
+                out.extend_from_slice(b".\r\n");
+            }
             if !too_big && max.is_some_and(|m| codec.size > m) {
                 too_big = true;
                 self.hop = None;
@@ -226,11 +230,7 @@ impl Session {
             self.conn.send(&unavailable());
             return Flow::Continue;
         };
-        let result = match hop.write_all(b".\r\n").await {
-            Ok(()) => hop.read_reply().await,
-            Err(e) => Err(e),
-        };
-        match result {
+        match hop.read_reply().await {
             Ok(r) => {
                 if r.is_positive() {
                     self.messages += 1;

@@ -151,6 +151,6 @@ impl Runtime {
     /// A session identifier for logs: process id and a counter, unique for the process's life.
     pub fn session_id(&self) -> String {
         let n = self.next_session.fetch_add(1, Ordering::Relaxed);
-        format!("{:X}-{n:X}", std::process::id())
+        format!("{:X}-{n:X}", crate::log::pid())
     }
 }

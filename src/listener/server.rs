@@ -10,7 +10,7 @@ use super::starttls::handshake;
 use crate::model::addr::ListenAddr;
 use crate::net::{BoxIo, Prefixed};
 use crate::{log_debug, log_error, log_info};
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, Type};
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -22,21 +22,22 @@ use tokio::sync::Semaphore;
 /// Momentum's `Listen_Backlog` default.
 const LISTEN_BACKLOG: i32 = 500;
 
-pub enum Socket2 {
-    Tcp(TcpListener),
-    Unix(UnixListener),
+/// A bound socket, not yet registered with a runtime (each serving thread registers its own).
+pub enum Socket {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
 }
 
 /// A bound `Listen`.
 pub struct Bound {
     /// Index into the listener's `listens`.
     pub listen: usize,
-    pub socket: Socket2,
+    pub socket: Socket,
     /// The address actually bound (with the port the kernel chose for `:0`).
     pub local: String,
 }
 
-/// Binds every enabled Listen. Call inside the runtime, before dropping privileges.
+/// Binds every enabled Listen, before privileges are dropped.
 pub fn bind_all(rt: &Runtime) -> Result<Vec<Bound>, String> {
     let listener = rt.listener();
     let mut bound = Vec::new();
@@ -52,13 +53,13 @@ pub fn bind_all(rt: &Runtime) -> Result<Vec<Bound>, String> {
         let socket = bind(addr).map_err(|e| format!("Listen \"{addr}\": cannot bind: {e}"))?;
         // As Momentum's acctlog writes it (`*:25`), with the port the kernel chose for `:0`.
         let local = match (&socket, addr) {
-            (Socket2::Tcp(l), ListenAddr::Any { ipv6_only, .. }) => ListenAddr::Any {
+            (Socket::Tcp(l), ListenAddr::Any { ipv6_only, .. }) => ListenAddr::Any {
                 port: l.local_addr().map_or(0, |a| a.port()),
                 ipv6_only: *ipv6_only,
             }
             .to_string(),
-            (Socket2::Tcp(l), _) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            (Socket2::Unix(_), _) => addr.to_string(),
+            (Socket::Tcp(l), _) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            (Socket::Unix(_), _) => addr.to_string(),
         };
         bound.push(Bound {
             listen: i,
@@ -69,18 +70,47 @@ pub fn bind_all(rt: &Runtime) -> Result<Vec<Bound>, String> {
     Ok(bound)
 }
 
-fn bind(addr: &ListenAddr) -> io::Result<Socket2> {
-    let tcp = |sa: SocketAddr, v6_only: Option<bool>| -> io::Result<Socket2> {
-        let s = Socket::new(Domain::for_address(sa), Type::STREAM, Some(Protocol::TCP))?;
-        if let Some(only) = v6_only {
-            s.set_only_v6(only)?;
-        }
-        s.set_reuse_address(true)?;
-        s.set_nonblocking(true)?;
-        s.bind(&sa.into())?;
-        s.listen(LISTEN_BACKLOG)?;
-        Ok(Socket2::Tcp(TcpListener::from_std(s.into())?))
-    };
+/// Sockets for one more serving thread: each TCP Listen bound again to the same address with
+/// SO_REUSEPORT, so the kernel spreads new connections over the threads with no thundering
+/// herd. A Unix socket cannot be shared that way and stays with the first thread.
+pub fn bind_again(bound: &[Bound]) -> Result<Vec<Bound>, String> {
+    let mut more = Vec::new();
+    for b in bound {
+        let Socket::Tcp(l) = &b.socket else { continue };
+        let addr = l.local_addr().map_err(|e| e.to_string())?;
+        let v6_only = match addr {
+            SocketAddr::V6(_) => Some(tcp_only_v6(l)),
+            SocketAddr::V4(_) => None,
+        };
+        let socket =
+            tcp(addr, v6_only).map_err(|e| format!("{}: cannot bind again: {e}", b.local))?;
+        more.push(Bound {
+            listen: b.listen,
+            socket,
+            local: b.local.clone(),
+        });
+    }
+    Ok(more)
+}
+
+fn tcp_only_v6(l: &std::net::TcpListener) -> bool {
+    socket2::SockRef::from(l).only_v6().unwrap_or(true)
+}
+
+fn tcp(sa: SocketAddr, v6_only: Option<bool>) -> io::Result<Socket> {
+    let s = socket2::Socket::new(Domain::for_address(sa), Type::STREAM, Some(Protocol::TCP))?;
+    if let Some(only) = v6_only {
+        s.set_only_v6(only)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&sa.into())?;
+    s.listen(LISTEN_BACKLOG)?;
+    Ok(Socket::Tcp(s.into()))
+}
+
+fn bind(addr: &ListenAddr) -> io::Result<Socket> {
     match addr {
         // `:25` / `*:25`: every address, IPv4 and IPv6 through one dual-stack socket; on a
         // host without IPv6, IPv4 only.
@@ -108,40 +138,85 @@ fn bind(addr: &ListenAddr) -> io::Result<Socket2> {
                     std::fs::remove_file(path)?;
                 }
             }
-            Ok(Socket2::Unix(UnixListener::bind(path)?))
+            let l = std::os::unix::net::UnixListener::bind(path)?;
+            l.set_nonblocking(true)?;
+            Ok(Socket::Unix(l))
         }
     }
 }
 
-/// Runs the accept loops until the process ends.
-pub async fn serve(rt: Arc<Runtime>, bound: Vec<Bound>) {
+/// `Listener_Sessions` per Listen, shared by every serving thread.
+pub type SessionCaps = Arc<Vec<Option<Arc<Semaphore>>>>;
+
+pub fn session_caps(rt: &Runtime) -> SessionCaps {
+    let listener = rt.listener();
+    Arc::new(
+        listener
+            .listens
+            .iter()
+            .map(|listen| {
+                listen
+                    .settings
+                    .listener_sessions
+                    .as_ref()
+                    .or(listener.settings.listener_sessions.as_ref())
+                    .map(|n| Arc::new(Semaphore::new(n.value as usize)))
+            })
+            .collect(),
+    )
+}
+
+/// Says what is bound where.
+pub fn announce(rt: &Runtime, bound: &[Bound], caps: &SessionCaps, threads: usize) {
+    for b in bound {
+        log_info!(
+            "listening on {} (Listen \"{}\"{}, {threads} thread{})",
+            b.local,
+            rt.listener().listens[b.listen].address.value,
+            caps[b.listen]
+                .as_ref()
+                .map(|c| format!(", Listener_Sessions {}", c.available_permits()))
+                .unwrap_or_default(),
+            if threads == 1 { "" } else { "s" }
+        );
+    }
+}
+
+/// Runs the accept loops of one serving thread until the process ends. Call inside that
+/// thread's runtime.
+pub async fn serve(rt: Arc<Runtime>, bound: Vec<Bound>, caps: SessionCaps) {
     let mut tasks = tokio::task::JoinSet::new();
     for b in bound {
-        let listener = rt.listener();
-        let listen = &listener.listens[b.listen];
-        let cap = listen
-            .settings
-            .listener_sessions
-            .as_ref()
-            .or(listener.settings.listener_sessions.as_ref())
-            .map(|n| Arc::new(Semaphore::new(n.value as usize)));
-        log_info!(
-            "listening on {} (Listen \"{}\"{})",
-            b.local,
-            listen.address.value,
-            cap.as_ref()
-                .map(|c| format!(", Listener_Sessions {}", c.available_permits()))
-                .unwrap_or_default()
-        );
-        tasks.spawn(accept_loop(rt.clone(), b, cap));
+        let listener = match b.socket {
+            Socket::Tcp(l) => TcpListener::from_std(l).map(Listener::Tcp),
+            Socket::Unix(l) => UnixListener::from_std(l).map(Listener::Unix),
+        };
+        match listener {
+            Ok(l) => {
+                let cap = caps[b.listen].clone();
+                tasks.spawn(accept_loop(rt.clone(), b.listen, b.local, l, cap));
+            }
+            Err(e) => log_error!("{}: {e}", b.local),
+        }
     }
     while tasks.join_next().await.is_some() {}
 }
 
-async fn accept_loop(rt: Arc<Runtime>, bound: Bound, cap: Option<Arc<Semaphore>>) {
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+async fn accept_loop(
+    rt: Arc<Runtime>,
+    listen: usize,
+    local: String,
+    socket: Listener,
+    cap: Option<Arc<Semaphore>>,
+) {
     loop {
-        let accepted: io::Result<(BoxIo, ClientAddr)> = match &bound.socket {
-            Socket2::Tcp(l) => l.accept().await.map(|(s, peer)| {
+        let accepted: io::Result<(BoxIo, ClientAddr)> = match &socket {
+            Listener::Tcp(l) => l.accept().await.map(|(s, peer)| {
                 // Replies go out as whole lines; Nagle would hold each one for the client's
                 // delayed ACK.
                 let _ = s.set_nodelay(true);
@@ -154,7 +229,7 @@ async fn accept_loop(rt: Arc<Runtime>, bound: Bound, cap: Option<Arc<Semaphore>>
                     },
                 )
             }),
-            Socket2::Unix(l) => l.accept().await.map(|(s, _)| {
+            Listener::Unix(l) => l.accept().await.map(|(s, _)| {
                 (
                     Box::new(s) as BoxIo,
                     ClientAddr {
@@ -168,7 +243,7 @@ async fn accept_loop(rt: Arc<Runtime>, bound: Bound, cap: Option<Arc<Semaphore>>
             Ok(a) => a,
             Err(e) => {
                 // Out of descriptors or memory: back off instead of spinning.
-                log_error!("accept on {}: {e}", bound.local);
+                log_error!("accept on {local}: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -184,8 +259,7 @@ async fn accept_loop(rt: Arc<Runtime>, bound: Bound, cap: Option<Arc<Semaphore>>
             },
         };
         let rt = rt.clone();
-        let listen = bound.listen;
-        let local = bound.local.clone();
+        let local = local.clone();
         tokio::spawn(async move {
             start(rt, listen, local, io, client).await;
             drop(permit);

@@ -25,10 +25,16 @@ impl Daemon {
     /// Writes `conf` to `dir/ecelerity.conf` and starts the daemon on it; waits until each of
     /// `listens` Listen scopes reports its port.
     pub fn start(dir: TempDir, conf: &str, listens: usize) -> Daemon {
+        Daemon::start_env(dir, conf, listens, &[])
+    }
+
+    /// As [`Daemon::start`], with extra environment variables.
+    pub fn start_env(dir: TempDir, conf: &str, listens: usize, env: &[(&str, &str)]) -> Daemon {
         let path = dir.write("ecelerity.conf", conf);
         let mut child = Command::new(BIN)
             .args(["-f", "-c"])
             .arg(&path)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -178,6 +184,35 @@ impl Drop for Upstream {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A stand-in syslog daemon: a datagram socket the daemon is pointed at with
+/// `SMTP_AUTH_PROXY_SYSLOG`.
+pub struct SyslogSink {
+    pub path: PathBuf,
+    socket: std::os::unix::net::UnixDatagram,
+}
+
+impl SyslogSink {
+    pub fn bind(path: PathBuf) -> SyslogSink {
+        let _ = std::fs::remove_file(&path);
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        SyslogSink { path, socket }
+    }
+
+    /// The next message, or `None` after 10 s.
+    pub fn recv(&self) -> Option<String> {
+        let mut buf = [0u8; 4096];
+        let n = self.socket.recv(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    pub fn env(&self) -> (&'static str, &str) {
+        ("SMTP_AUTH_PROXY_SYSLOG", self.path.to_str().unwrap())
     }
 }
 

@@ -1,0 +1,68 @@
+//! A syslog sender (RFC 3164 over the local `/dev/log` datagram socket) that survives a
+//! syslogd restart: on a failed send it reconnects once and retries. The `syslog` crate keeps
+//! its first socket forever, which is why it is not used.
+//!
+//! `SMTP_AUTH_PROXY_SYSLOG` names another socket path (tests use their own listener).
+
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+/// Facility `mail` (RFC 5424 table 1), as Momentum's logs go.
+pub const FACILITY_MAIL: u8 = 2;
+pub const SEVERITY_INFO: u8 = 6;
+
+pub struct Syslog {
+    path: PathBuf,
+    ident: String,
+    socket: Mutex<Option<UnixDatagram>>,
+}
+
+impl Syslog {
+    pub fn new(ident: &str) -> Syslog {
+        let path = std::env::var_os("SMTP_AUTH_PROXY_SYSLOG")
+            .map_or_else(|| PathBuf::from("/dev/log"), PathBuf::from);
+        Syslog {
+            path,
+            ident: ident.to_owned(),
+            socket: Mutex::new(None),
+        }
+    }
+
+    /// Sends one message; returns false when no syslog daemon took it (the caller may log it
+    /// elsewhere so that nothing is lost).
+    pub fn send(&self, facility: u8, severity: u8, message: &str) -> bool {
+        let line = format!(
+            "<{}>{} {}[{}]: {message}",
+            u16::from(facility) * 8 + u16::from(severity),
+            timestamp(),
+            self.ident,
+            crate::log::pid()
+        );
+        let mut socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
+        for _ in 0..2 {
+            if socket.is_none() {
+                *socket = UnixDatagram::unbound()
+                    .and_then(|s| s.connect(&self.path).map(|()| s))
+                    .ok();
+            }
+            match socket.as_ref().map(|s| s.send(line.as_bytes())) {
+                Some(Ok(_)) => return true,
+                // syslogd restarted (or was never there): reconnect and try once more.
+                _ => *socket = None,
+            }
+        }
+        false
+    }
+}
+
+/// `Nov 24 09:05:03`, RFC 3164's timestamp, in UTC.
+fn timestamp() -> String {
+    let date = crate::listener::received::rfc5322_date(std::time::SystemTime::now());
+    // "Tue, 24 Nov 2026 09:05:03 +0000" -> "Nov 24 09:05:03"
+    let parts: Vec<&str> = date.split(' ').collect();
+    match parts.as_slice() {
+        [_, day, month, _, time, _] => format!("{month} {day:>2} {time}"),
+        _ => date,
+    }
+}
