@@ -292,7 +292,7 @@ fn run(args: &Args) -> i32 {
             return 1;
         }
     };
-    tokio.block_on(async move {
+    let code = tokio.block_on(async move {
         tokio::select! {
             () = crate::listener::server::serve(rt, bound, caps) => 0,
             signal = shutdown_signal() => {
@@ -300,7 +300,9 @@ fn run(args: &Args) -> i32 {
                 0
             }
         }
-    })
+    });
+    crate::log::flush();
+    code
 }
 
 fn single_threaded() -> std::io::Result<tokio::runtime::Runtime> {

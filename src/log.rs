@@ -1,7 +1,9 @@
 //! The daemon's log. One line per event, never a secret (callers pass user names at most).
 //!
 //! Lines go to stderr, which is the journal under systemd; the syslog sink for daemon mode
-//! plugs in here.
+//! plugs in here. Lines are gathered and written by one thread, a batch at a time, so a busy
+//! daemon spends one system call per batch rather than one per line; a line waits at most
+//! [`BATCH_DELAY`] before it is written.
 
 use std::fmt;
 use std::io::Write as _;
@@ -42,9 +44,58 @@ pub fn write(level: Level, args: fmt::Arguments<'_>) {
         Level::Info => "info",
         Level::Debug => "debug",
     };
-    // One write per line, so lines from concurrent sessions never interleave.
     let line = format!("smtp-auth-proxy[{}]: {tag}: {args}\n", pid());
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    let sink = sink();
+    let mut pending = sink.pending.lock().unwrap_or_else(|p| p.into_inner());
+    let was_empty = pending.is_empty();
+    pending.extend_from_slice(line.as_bytes());
+    if pending.len() > MAX_PENDING {
+        // Logging faster than stderr takes it: write here rather than grow without bound.
+        let _ = std::io::stderr().lock().write_all(&pending);
+        pending.clear();
+    } else if was_empty {
+        sink.ready.notify_one();
+    }
+}
+
+/// How long a line may wait to be written with others.
+pub const BATCH_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
+const MAX_PENDING: usize = 1 << 20;
+
+struct Sink {
+    pending: std::sync::Mutex<Vec<u8>>,
+    ready: std::sync::Condvar,
+}
+
+fn sink() -> &'static Sink {
+    static SINK: std::sync::OnceLock<Sink> = std::sync::OnceLock::new();
+    SINK.get_or_init(|| {
+        let _ = std::thread::Builder::new().name("log".into()).spawn(|| {
+            loop {
+                let s = sink();
+                let batch = {
+                    let mut pending = s.pending.lock().unwrap_or_else(|p| p.into_inner());
+                    while pending.is_empty() {
+                        pending = s.ready.wait(pending).unwrap_or_else(|p| p.into_inner());
+                    }
+                    drop(pending);
+                    std::thread::sleep(BATCH_DELAY);
+                    std::mem::take(&mut *s.pending.lock().unwrap_or_else(|p| p.into_inner()))
+                };
+                let _ = std::io::stderr().lock().write_all(&batch);
+            }
+        });
+        Sink {
+            pending: std::sync::Mutex::new(Vec::new()),
+            ready: std::sync::Condvar::new(),
+        }
+    })
+}
+
+/// Writes whatever is waiting; for the end of the process.
+pub fn flush() {
+    let batch = std::mem::take(&mut *sink().pending.lock().unwrap_or_else(|p| p.into_inner()));
+    let _ = std::io::stderr().lock().write_all(&batch);
 }
 
 /// Momentum's acctlog line for one authentication attempt: to syslog, facility mail; to the

@@ -185,9 +185,12 @@ impl Connection {
         self.discard_pending();
     }
 
-    /// Writes what is queued and closes the write side, so the client sees the last reply.
-    pub async fn shutdown(&mut self) {
+    /// Writes what is queued. Over TLS, also sends close_notify; plain TCP needs nothing
+    /// more, since dropping the socket closes it (one system call fewer per session).
+    pub async fn shutdown(&mut self, tls: bool) {
         let _ = self.flush().await;
-        let _ = timeout(Duration::from_secs(5), self.io.shutdown()).await;
+        if tls {
+            let _ = timeout(Duration::from_secs(5), self.io.shutdown()).await;
+        }
     }
 }

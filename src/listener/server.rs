@@ -104,6 +104,10 @@ fn tcp(sa: SocketAddr, v6_only: Option<bool>) -> io::Result<Socket> {
     }
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
+    // Accepted sockets inherit TCP_NODELAY from the listening one (Linux), which saves a
+    // system call per connection. Replies go out as whole lines; Nagle would hold each one
+    // for the client's delayed ACK (~40 ms).
+    s.set_tcp_nodelay(true)?;
     s.set_nonblocking(true)?;
     s.bind(&sa.into())?;
     s.listen(LISTEN_BACKLOG)?;
@@ -217,9 +221,6 @@ async fn accept_loop(
     loop {
         let accepted: io::Result<(BoxIo, ClientAddr)> = match &socket {
             Listener::Tcp(l) => l.accept().await.map(|(s, peer)| {
-                // Replies go out as whole lines; Nagle would hold each one for the client's
-                // delayed ACK.
-                let _ = s.set_nodelay(true);
                 let ip = crate::model::addr::canonical(peer.ip());
                 (
                     Box::new(s) as BoxIo,
@@ -365,5 +366,21 @@ async fn read_proxy_header(
             return Err("closed before a PROXY protocol header".into());
         }
         buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_sockets_inherit_nodelay() {
+        let Socket::Tcp(l) = tcp(SocketAddr::from(([127, 0, 0, 1], 0)), None).unwrap() else {
+            unreachable!()
+        };
+        l.set_nonblocking(false).unwrap();
+        let _client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (accepted, _) = l.accept().unwrap();
+        assert!(accepted.nodelay().unwrap());
     }
 }

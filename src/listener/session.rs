@@ -171,7 +171,7 @@ impl Session {
                 break;
             }
         }
-        self.conn.shutdown().await;
+        self.conn.shutdown(self.tls.is_some()).await;
         self.abandon_hop().await;
         log_info!(
             "session {}: client={} helo={} tls={} user={} messages={}",
