@@ -410,7 +410,7 @@ fn cross_references_are_checked() {
         ),
         (
             "ESMTP_Listener { TLS_Certificate = \"missing.pem\" TLS_Key = \"missing.key\" Listen \":25\" {} }",
-            "error: cannot read TLS_Certificate missing.pem",
+            "missing.pem: No such file",
         ),
         (
             "",

@@ -56,6 +56,15 @@ fn open_fds(d: &Daemon) -> usize {
         .count()
 }
 
+/// What the daemon's descriptors are, for a failure message.
+fn fd_targets(d: &Daemon) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{}/fd", d.pid()))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|p| p.display().to_string())
+        .collect()
+}
+
 #[test]
 fn verdicts_from_misbehaving_upstreams() {
     let cases: Vec<(&str, Behaviour, u16)> = vec![
@@ -70,7 +79,8 @@ fn verdicts_from_misbehaving_upstreams() {
         let up = FakeUpstream::start(behaviour);
         let d = proxy_daemon(
             name,
-            &format!("host = \"127.0.0.1:{}\" timeout = 1", up.port),
+            // No pool: ready connections held per serving thread would blur the count.
+            &format!("host = \"127.0.0.1:{}\" timeout = 1 pool = 0", up.port),
             "",
         );
         // Baseline after one session, once every serving thread has its runtime up.
@@ -93,8 +103,14 @@ fn verdicts_from_misbehaving_upstreams() {
         while open_fds(&d) > baseline {
             assert!(
                 start.elapsed() < Duration::from_secs(10),
-                "{name}: fds {} > {baseline}",
-                open_fds(&d)
+                "{name}: fds {} > {baseline}: {:?}\n{}",
+                open_fds(&d),
+                fd_targets(&d),
+                String::from_utf8_lossy(&run("ss", &["-tanp"]).stdout)
+                    .lines()
+                    .filter(|l| l.contains(&format!("pid={},", d.pid())))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -464,5 +480,31 @@ fn acctlog_goes_to_syslog_and_survives_a_syslogd_restart() {
         sink.recv()
             .expect("a line after the restart")
             .contains("@erin\\@example.com@1")
+    );
+}
+
+#[test]
+fn pooled_connections_closed_by_the_upstream_are_replaced() {
+    // The upstream drops any connection idle for 300 ms, as a strict idle timeout would.
+    let up = FakeUpstream::start(Behaviour::AcceptClosingIdle(Duration::from_millis(300)));
+    let d = proxy_daemon(
+        "pool",
+        &format!("host = \"127.0.0.1:{}\" pool = 2", up.port),
+        "",
+    );
+    assert_eq!(auth_plain(d.port(), "u", "p").0, 235);
+    // The pool is now filled; its connections die while they wait.
+    std::thread::sleep(Duration::from_millis(600));
+    for _ in 0..4 {
+        assert_eq!(auth_plain(d.port(), "u", "p").0, 235);
+    }
+    // And a pooled connection that is alive is used: fewer connections than sessions plus
+    // the pool's refills would be impossible otherwise.
+    let before = up.connections();
+    assert_eq!(auth_plain(d.port(), "u", "p").0, 235);
+    assert!(
+        up.connections() - before <= 2,
+        "one AUTH opened {} connections",
+        up.connections() - before
     );
 }

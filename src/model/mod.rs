@@ -173,10 +173,16 @@ impl Cx<'_> {
     pub fn resolve_path(&self, path: &str, origin: Origin) -> PathBuf {
         let p = PathBuf::from(path);
         if p.is_absolute() {
-            p
-        } else {
-            self.sources.dir(origin.file).join(p)
+            return p;
         }
+        let joined = self.sources.dir(origin.file).join(p);
+        // Absolute, so that the path still holds if the daemon changes directory.
+        if joined.is_relative()
+            && let Ok(cwd) = std::env::current_dir()
+        {
+            return cwd.join(joined);
+        }
+        joined
     }
 
     /// Reports an option that `kind` does not implement: a typo of one it does is an error;

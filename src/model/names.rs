@@ -53,6 +53,7 @@ impl ScopeKind {
                 "tls",
                 "tls_verify",
                 "tls_ca",
+                "pool",
             ],
             ScopeKind::Datasource => &["uri", "cache_size", "cache_life", "max_rows", "no_cache"],
             ScopeKind::Security => &["user", "group"],

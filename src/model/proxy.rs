@@ -11,6 +11,7 @@ use std::time::Duration;
 
 pub const DEFAULT_PORT: u16 = 25;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_POOL: usize = 2;
 /// The CA bundle Debian's `ca-certificates` maintains, for `tls_verify`.
 pub const DEFAULT_TLS_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -54,6 +55,9 @@ pub struct SmtpAuthProxy {
     pub tls_verify: TlsVerify,
     /// PEM bundle of trusted CAs for `tls_verify`.
     pub tls_ca: PathBuf,
+    /// `pool`: connections to each configured host kept ready (per serving thread), each used
+    /// for one AUTH; 0 turns it off.
+    pub pool: usize,
     /// `enabled = false` loads the module passive: it answers no AUTH.
     pub enabled: bool,
     pub origin: Origin,
@@ -70,6 +74,7 @@ pub(super) fn read(cx: &mut Cx, scope: &Scope) -> Option<SmtpAuthProxy> {
     let mut tls = UpstreamTls::default();
     let mut tls_verify = TlsVerify::default();
     let mut tls_ca = PathBuf::from(DEFAULT_TLS_CA);
+    let mut pool = DEFAULT_POOL;
     // `port` applies to hosts written without one, wherever it appears in the scope.
     if let Some(s) = scope.get("port") {
         if let Some(p) = cx.read(s, |n, v| value::unsigned(n, v, 1, 65535)) {
@@ -138,6 +143,11 @@ pub(super) fn read(cx: &mut Cx, scope: &Scope) -> Option<SmtpAuthProxy> {
                     tls_verify = t.value;
                 }
             }
+            "pool" => {
+                if let Some(n) = cx.read(s, |n, v| value::unsigned(n, v, 0, 64)) {
+                    pool = n.value as usize;
+                }
+            }
             "tls_ca" => {
                 if let Some(p) = cx.read_path(s) {
                     tls_ca = p.value;
@@ -172,6 +182,7 @@ pub(super) fn read(cx: &mut Cx, scope: &Scope) -> Option<SmtpAuthProxy> {
         tls,
         tls_verify,
         tls_ca,
+        pool,
         enabled,
         origin,
     })

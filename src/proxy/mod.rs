@@ -9,6 +9,8 @@
 //! is an error, and the next host is tried. `timeout` bounds the whole exchange, lookup
 //! included.
 
+pub mod pool;
+
 use crate::auth::{CramChallenge, Credentials, Outcome, Proof, Verdict};
 use crate::client::{ClientError, SmtpClient, tls};
 use crate::datasource::Datasource;
@@ -31,6 +33,8 @@ pub struct Engine {
     lookup: Option<(Arc<Datasource>, Arc<Query>)>,
     tls: UpstreamTls,
     tls_config: Arc<rustls::ClientConfig>,
+    /// Ready connections kept per serving thread for each configured host (`pool`).
+    pool: usize,
 }
 
 /// How one host's attempt ended.
@@ -76,6 +80,7 @@ impl Engine {
             lookup,
             tls: cfg.tls,
             tls_config: tls::client_config(cfg.tls_verify, &cfg.tls_ca)?,
+            pool: cfg.pool,
         })
     }
 
@@ -84,7 +89,11 @@ impl Engine {
         !self.hosts.is_empty()
     }
 
-    pub async fn authenticate(&self, mut creds: Credentials, keep_upstream: bool) -> Outcome {
+    pub async fn authenticate(
+        self: &Arc<Self>,
+        mut creds: Credentials,
+        keep_upstream: bool,
+    ) -> Outcome {
         let deadline = Instant::now() + self.timeout;
         let upstream = match &mut creds.proof {
             Proof::CramMd5 { upstream, .. } => upstream.take(),
@@ -108,7 +117,7 @@ impl Engine {
     }
 
     async fn authenticate_password(
-        &self,
+        self: &Arc<Self>,
         creds: &Credentials,
         keep: bool,
         deadline: Instant,
@@ -197,41 +206,42 @@ impl Engine {
         Ok(up)
     }
 
+    /// A ready connection to `host`: from the pool when it has one (and the pool is topped up
+    /// in the background), else opened now. The flag says it came from the pool.
+    async fn connection(self: &Arc<Self>, host: &HostPort) -> Result<(SmtpClient, bool), Attempt> {
+        let pooled = self.pool > 0 && self.hosts.contains(host);
+        if pooled {
+            let found = pool::take(host);
+            for _ in 0..pool::reserve(host, self.pool) {
+                let (engine, host) = (self.clone(), host.clone());
+                tokio::spawn(async move {
+                    let conn = engine.open(&host).await.ok();
+                    pool::opened(&host, conn);
+                });
+            }
+            if let Some(c) = found {
+                return Ok((c, true));
+            }
+        }
+        Ok((self.open(host).await?, false))
+    }
+
     async fn try_host(
-        &self,
+        self: &Arc<Self>,
         host: &HostPort,
         creds: &Credentials,
         keep: bool,
     ) -> Result<Attempt, Attempt> {
-        let Proof::Password(password) = &creds.proof else {
-            return Ok(Attempt::Error(
-                "CRAM-MD5 without its upstream session".into(),
-            ));
-        };
-        let mut up = self.open(host).await?;
-        let reply = if up.offers_auth("PLAIN") {
-            let raw = Zeroizing::new(format!(
-                "{}\0{}\0{}",
-                creds.authzid,
-                creds.username,
-                password.expose()
-            ));
-            let line = Zeroizing::new(format!("AUTH PLAIN {}", B64.encode(raw.as_bytes())));
-            up.command(&line).await?
-        } else if up.offers_auth("LOGIN") {
-            let r = up.command("AUTH LOGIN").await?;
-            if r.code != 334 {
-                r
-            } else {
-                let r = up.command(&B64.encode(&creds.username)).await?;
-                if r.code != 334 {
-                    r
-                } else {
-                    let line = Zeroizing::new(B64.encode(password.expose()));
-                    up.command(&line).await?
-                }
+        let (mut up, pooled) = self.connection(host).await?;
+        let reply = match auth_on(&mut up, creds).await {
+            // The upstream closed a pooled connection while it waited: once more, fresh.
+            Err(ClientError::Closed | ClientError::Io(_)) if pooled => {
+                up = self.open(host).await?;
+                auth_on(&mut up, creds).await?
             }
-        } else {
+            r => r?,
+        };
+        let Some(reply) = reply else {
             up.quit().await;
             return Ok(Attempt::Error(
                 "upstream offers neither AUTH PLAIN nor AUTH LOGIN".into(),
@@ -319,4 +329,35 @@ impl Engine {
             Err(e) => error_outcome(vec![e.to_string()], matches!(e, ClientError::Timeout)),
         }
     }
+}
+
+/// AUTH with the client's password on a ready connection: PLAIN when offered, else LOGIN.
+/// `None`: the upstream offers neither.
+async fn auth_on(up: &mut SmtpClient, creds: &Credentials) -> Result<Option<Reply>, ClientError> {
+    let Proof::Password(password) = &creds.proof else {
+        return Ok(None);
+    };
+    if up.offers_auth("PLAIN") {
+        let raw = Zeroizing::new(format!(
+            "{}\0{}\0{}",
+            creds.authzid,
+            creds.username,
+            password.expose()
+        ));
+        let line = Zeroizing::new(format!("AUTH PLAIN {}", B64.encode(raw.as_bytes())));
+        return up.command(&line).await.map(Some);
+    }
+    if !up.offers_auth("LOGIN") {
+        return Ok(None);
+    }
+    let r = up.command("AUTH LOGIN").await?;
+    if r.code != 334 {
+        return Ok(Some(r));
+    }
+    let r = up.command(&B64.encode(&creds.username)).await?;
+    if r.code != 334 {
+        return Ok(Some(r));
+    }
+    let line = Zeroizing::new(B64.encode(password.expose()));
+    up.command(&line).await.map(Some)
 }

@@ -13,6 +13,8 @@ use std::time::Duration;
 pub enum Behaviour {
     /// 235 for every AUTH.
     Accept,
+    /// 235 for every AUTH, but a connection idle for this long is closed.
+    AcceptClosingIdle(Duration),
     /// 535 for every AUTH.
     Reject,
     /// 454 for every AUTH.
@@ -57,6 +59,9 @@ impl FakeUpstream {
 }
 
 fn serve(mut s: TcpStream, b: &Behaviour) -> std::io::Result<()> {
+    if let Behaviour::AcceptClosingIdle(idle) = b {
+        s.set_read_timeout(Some(*idle))?;
+    }
     let mut r = BufReader::new(s.try_clone()?);
     match b {
         Behaviour::Slow(d) => std::thread::sleep(*d),
@@ -91,7 +96,7 @@ fn serve(mut s: TcpStream, b: &Behaviour) -> std::io::Result<()> {
             format!("334 {}\r\n", B64.encode(&challenge))
         } else if upper.starts_with("AUTH") || (!challenge.is_empty() && !upper.contains(' ')) {
             match b {
-                Behaviour::Accept => "235 2.7.0 ok\r\n".into(),
+                Behaviour::Accept | Behaviour::AcceptClosingIdle(_) => "235 2.7.0 ok\r\n".into(),
                 Behaviour::Reject => "535 5.7.8 no\r\n".into(),
                 Behaviour::TempFail => "454 4.7.0 try later\r\n".into(),
                 Behaviour::CramMd5 { user, password } => {
