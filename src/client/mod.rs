@@ -5,6 +5,7 @@
 //! Every wait is bounded by the client's timeout, so a stalled peer becomes an error the caller
 //! can turn into a 4xx, never a session that hangs.
 
+pub mod resolve;
 pub mod tls;
 
 use crate::model::addr::HostPort;
@@ -65,7 +66,7 @@ impl SmtpClient {
     /// A greeting other than 220 is returned as the reply for the caller to judge.
     pub async fn connect(hp: &HostPort, limit: Duration) -> Result<(SmtpClient, Reply)> {
         let server = hp.to_string();
-        let addrs = timeout(limit, tokio::net::lookup_host((hp.host.as_str(), hp.port)))
+        let addrs = timeout(limit, resolve::resolve(&hp.host, hp.port))
             .await
             .map_err(|_| ClientError::Timeout)?
             .map_err(|e| ClientError::Connect(format!("{server}: {e}")))?;
