@@ -46,3 +46,68 @@ proptest! {
         let _ = xtext::decode(&s);
     }
 }
+
+/// DATA as a client might send it: CRLF, bare LF, bare CR, dots at line starts, long lines.
+fn data_like() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(
+        prop_oneof![
+            Just(b"\r\n".to_vec()),
+            Just(b"\n".to_vec()),
+            Just(b"\r".to_vec()),
+            Just(b".".to_vec()),
+            Just(b"..".to_vec()),
+            "[a-z ]{0,20}".prop_map(String::into_bytes),
+            prop::collection::vec(any::<u8>(), 0..8),
+        ],
+        0..40,
+    )
+    .prop_map(|parts| parts.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+    /// Whatever the client sends and however it is split, the next hop gets the same stream,
+    /// and that stream ends the message exactly where this server did: its only line ends are
+    /// CRLF and no line in it is a lone dot, so no next hop can find an earlier end.
+    #[test]
+    fn dot_codec_output_cannot_end_early(body in data_like(), cut in 0usize..64) {
+        use smtp_auth_proxy::listener::data::DotCodec;
+        let mut input = body.clone();
+        input.extend_from_slice(b"\r\n.\r\n");
+        let whole = {
+            let mut c = DotCodec::default();
+            let mut out = Vec::new();
+            let (used, end) = c.feed(&input, &mut out);
+            prop_assert!(end, "the final CRLF.CRLF always ends the data");
+            prop_assert!(used <= input.len());
+            out
+        };
+        // The same bytes in two pieces.
+        let cut = cut.min(input.len());
+        let mut c = DotCodec::default();
+        let mut out = Vec::new();
+        let (used, end) = c.feed(&input[..cut], &mut out);
+        if !end {
+            prop_assert_eq!(used, cut);
+            let (_, end) = c.feed(&input[cut..], &mut out);
+            prop_assert!(end);
+        }
+        prop_assert_eq!(&out, &whole);
+        // Line structure of what the next hop receives.
+        prop_assert!(whole.is_empty() || whole.ends_with(b"\r\n"));
+        for line in whole.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            prop_assert!(!line.contains(&b'\r'), "bare CR in output {:?}", whole);
+            prop_assert_ne!(line, b".".as_slice(), "a lone dot would end the message early");
+        }
+    }
+
+    #[test]
+    fn command_and_reply_parsers_are_total(buf in prop::collection::vec(any::<u8>(), 0..300)) {
+        let _ = smtp_auth_proxy::listener::command::parse(&buf);
+        if let Ok(Some((_, used))) = smtp_auth_proxy::reply::Reply::parse(&buf) {
+            prop_assert!(used <= buf.len());
+        }
+    }
+}
