@@ -174,12 +174,16 @@ impl Reply {
             .filter(|e| u16::from(e.0) == code / 100);
         let lines = lines
             .into_iter()
-            .map(|l| match enhanced {
-                Some(e) => match Enhanced::split(&l) {
-                    Some((e2, rest)) if e2 == e => Cow::Owned(rest.to_owned()),
-                    _ => Cow::Owned(l),
-                },
-                None => Cow::Owned(l),
+            .map(|mut l| {
+                // Strip the enhanced code in place: no second allocation per line.
+                if let Some(e) = enhanced
+                    && let Some((e2, rest)) = Enhanced::split(&l)
+                    && e2 == e
+                {
+                    let cut = l.len() - rest.len();
+                    l.drain(..cut);
+                }
+                Cow::Owned(l)
             })
             .collect();
         Ok(Some((

@@ -288,10 +288,11 @@ async fn start(
     mut client: ClientAddr,
 ) {
     let settings = &rt.listener().listens[listen].settings;
-    let unpeered = ClientScope::resolve(&rt, listen, None);
     let mut prefix = Vec::new();
     if settings.proxy_protocol.as_ref().is_some_and(|p| p.value) {
-        match read_proxy_header(&mut io, unpeered.idle_time).await {
+        // Before the header the client has no address of its own: the unpeered scope's wait.
+        let idle = ClientScope::resolve(&rt, listen, None).idle_time;
+        match read_proxy_header(&mut io, idle).await {
             Ok((header, rest)) => {
                 if let Some(src) = header.source {
                     client = ClientAddr {
@@ -335,7 +336,7 @@ async fn start(
         io = Box::new(Prefixed::new(prefix, io));
     }
     let conn = Connection::new(io, scope.idle_time);
-    let mut session = Session::new(rt.clone(), conn, listen, local, client);
+    let mut session = Session::new(rt.clone(), conn, listen, local, client, scope);
     if let Some(info) = tls {
         session.tls = Some(info);
         session.set_context("tls", "on");

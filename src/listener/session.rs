@@ -95,8 +95,8 @@ impl Session {
         listen: usize,
         local: String,
         client: ClientAddr,
+        scope: ClientScope,
     ) -> Session {
-        let scope = ClientScope::resolve(&rt, listen, client.ip);
         let mut s = Session {
             id: rt.session_id(),
             rt,
