@@ -487,10 +487,15 @@ fn acctlog_goes_to_syslog_and_survives_a_syslogd_restart() {
 fn pooled_connections_closed_by_the_upstream_are_replaced() {
     // The upstream drops any connection idle for 300 ms, as a strict idle timeout would.
     let up = FakeUpstream::start(Behaviour::AcceptClosingIdle(Duration::from_millis(300)));
-    let d = proxy_daemon(
+    // One serving thread: each thread has its own pool, and the count below is for one.
+    let d = proxy_daemon_env(
         "pool",
         &format!("host = \"127.0.0.1:{}\" pool = 2", up.port),
         "",
+        &[
+            ("SMTP_AUTH_PROXY_THREADS", "1"),
+            ("SMTP_AUTH_PROXY_SYSLOG", "/nonexistent/log"),
+        ],
     );
     assert_eq!(auth_plain(d.port(), "u", "p").0, 235);
     // The pool is now filled; its connections die while they wait.
