@@ -293,13 +293,16 @@ fn run(args: &Args) -> i32 {
         }
     };
     let code = tokio.block_on(async move {
-        tokio::select! {
-            () = crate::listener::server::serve(rt, bound, caps) => 0,
-            signal = shutdown_signal() => {
-                crate::log_info!("{signal}: stopping");
-                0
-            }
-        }
+        let serving = tokio::spawn(crate::listener::server::serve(rt, bound, caps));
+        let signal = shutdown_signal().await;
+        crate::log_info!(
+            "{signal}: stopping: no new connections, {} session(s) may finish",
+            crate::listener::shutdown::sessions()
+        );
+        crate::listener::shutdown::drain(crate::listener::shutdown::drain_deadline()).await;
+        serving.abort();
+        crate::log_info!("stopped");
+        0
     });
     crate::log::flush();
     code

@@ -655,3 +655,55 @@ fn outbound_xclient_tells_the_next_hop_who_the_client_was() {
     assert!(has_reply(&t, "451 "), "{t}");
     assert!(plain.messages().is_empty());
 }
+
+#[test]
+fn sigterm_drains_sessions_and_refuses_new_ones() {
+    let (up, d) = gatewayed(
+        "drain",
+        "relay_hosts = ( \"127.0.0.0/8\" )",
+        "Listen \"127.0.0.1:0\" { }",
+    );
+    // A session in the middle of a transaction when the stop comes.
+    let (mut c, _) = Client::ehlo(d.port());
+    assert_eq!(c.cmd("MAIL FROM:<a@b.example>").0, 250);
+    assert_eq!(c.cmd("RCPT TO:<x@remote.example>").0, 250);
+    run("kill", &["-TERM", &d.pid().to_string()]);
+    d.wait_log("SIGTERM: stopping");
+    // No new connections...
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", d.port())).is_ok() {
+        assert!(start.elapsed() < Duration::from_secs(5), "still accepting");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // ...while the open session finishes its message, which the next hop takes.
+    assert_eq!(c.cmd("DATA").0, 354);
+    c.send_raw(b"Subject: drain\r\n\r\nbody\r\n.\r\n");
+    assert_eq!(c.reply().0, 250);
+    assert_eq!(c.cmd("QUIT").0, 221);
+    d.wait_log("stopped");
+    assert_eq!(up.messages().len(), 1);
+}
+
+#[test]
+fn sessions_still_open_after_the_drain_deadline_get_421() {
+    let up = Upstream::start(&[]);
+    let conf = format!(
+        "Gateway = \"127.0.0.1:{}\"\nrelay_hosts = ( \"127.0.0.0/8\" )\nESMTP_Listener {{ Listen \"127.0.0.1:0\" {{ }} }}\n",
+        up.port
+    );
+    let d = Daemon::start_env(
+        TempDir::new("drain421"),
+        &conf,
+        1,
+        &[("SMTP_AUTH_PROXY_DRAIN_SECONDS", "1")],
+    );
+    let (mut c, _) = Client::ehlo(d.port());
+    run("kill", &["-TERM", &d.pid().to_string()]);
+    let (code, text) = c.reply();
+    assert_eq!(
+        (code, text.as_str()),
+        (421, "Service shutting down, try again later\n")
+    );
+    assert!(c.closed());
+    d.wait_log("stopped");
+}

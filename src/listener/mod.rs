@@ -20,6 +20,7 @@ pub mod relay;
 pub mod scope;
 pub mod server;
 pub mod session;
+pub mod shutdown;
 pub mod starttls;
 pub mod tls;
 pub mod xclient;

@@ -6,6 +6,7 @@ use super::connection::Connection;
 use super::proxy_protocol::{self, Decoded};
 use super::scope::ClientScope;
 use super::session::{ClientAddr, Session};
+use super::shutdown;
 use super::starttls::handshake;
 use crate::model::addr::ListenAddr;
 use crate::net::{BoxIo, Prefixed};
@@ -204,6 +205,10 @@ pub async fn serve(rt: Arc<Runtime>, bound: Vec<Bound>, caps: SessionCaps) {
         }
     }
     while tasks.join_next().await.is_some() {}
+    // The accept loops end when a stop begins; the sessions on this thread's runtime must go
+    // on (dropping the runtime would cut them off), so this never returns: the process ends
+    // when the drain is over.
+    std::future::pending::<()>().await;
 }
 
 enum Listener {
@@ -218,27 +223,35 @@ async fn accept_loop(
     socket: Listener,
     cap: Option<Arc<Semaphore>>,
 ) {
+    let mut phase = shutdown::subscribe();
     loop {
-        let accepted: io::Result<(BoxIo, ClientAddr)> = match &socket {
-            Listener::Tcp(l) => l.accept().await.map(|(s, peer)| {
-                let ip = crate::model::addr::canonical(peer.ip());
-                (
-                    Box::new(s) as BoxIo,
-                    ClientAddr {
-                        ip: Some(ip),
-                        port: Some(peer.port()),
-                    },
-                )
-            }),
-            Listener::Unix(l) => l.accept().await.map(|(s, _)| {
-                (
-                    Box::new(s) as BoxIo,
-                    ClientAddr {
-                        ip: None,
-                        port: None,
-                    },
-                )
-            }),
+        let accept = async {
+            match &socket {
+                Listener::Tcp(l) => l.accept().await.map(|(s, peer)| {
+                    let ip = crate::model::addr::canonical(peer.ip());
+                    (
+                        Box::new(s) as BoxIo,
+                        ClientAddr {
+                            ip: Some(ip),
+                            port: Some(peer.port()),
+                        },
+                    )
+                }),
+                Listener::Unix(l) => l.accept().await.map(|(s, _)| {
+                    (
+                        Box::new(s) as BoxIo,
+                        ClientAddr {
+                            ip: None,
+                            port: None,
+                        },
+                    )
+                }),
+            }
+        };
+        let accepted: io::Result<(BoxIo, ClientAddr)> = tokio::select! {
+            a = accept => a,
+            // Draining: the socket closes with this loop, so new clients go elsewhere.
+            () = shutdown::reached(&mut phase, shutdown::Phase::Draining) => return,
         };
         let (io, client) = match accepted {
             Ok(a) => a,
@@ -261,9 +274,10 @@ async fn accept_loop(
         };
         let rt = rt.clone();
         let local = local.clone();
+        let guard = shutdown::SessionGuard::new();
         tokio::spawn(async move {
             start(rt, listen, local, io, client).await;
-            drop(permit);
+            drop((permit, guard));
         });
     }
 }

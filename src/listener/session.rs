@@ -135,8 +135,18 @@ impl Session {
     pub async fn run(mut self) {
         log_debug!("session {}: connection from {}", self.id, self.client);
         self.greet();
+        let mut phase = super::shutdown::subscribe();
         loop {
-            let line = match self.conn.read_line(MAX_COMMAND_LINE).await {
+            let read = tokio::select! {
+                r = self.conn.read_line(MAX_COMMAND_LINE) => r,
+                // Stopping, past the drain deadline: between commands nothing is in flight,
+                // so nothing acknowledged can be lost by closing here.
+                () = super::shutdown::reached(&mut phase, super::shutdown::Phase::Closing) => {
+                    self.reply(421, (4, 3, 2), "Service shutting down, try again later");
+                    break;
+                }
+            };
+            let line = match read {
                 Ok(line) => line,
                 Err(ReadError::TooLong) => {
                     self.reject(500, (5, 5, 2), "Line too long");
