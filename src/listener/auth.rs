@@ -6,7 +6,7 @@
 
 use super::acctlog;
 use super::connection::{MAX_COMMAND_LINE, ReadError};
-use super::policy::{self, AuthOffer};
+use super::policy::AuthOffer;
 use super::session::{Authenticated, Flow, Session};
 use crate::auth::{CramChallenge, Credentials, Proof, Secret, Verdict};
 use crate::model::listener::Mechanism;
@@ -29,12 +29,7 @@ enum Abort {
 impl Session {
     pub async fn auth(&mut self, mechanism: &str, initial: Option<String>) -> Flow {
         let initial = initial.map(Zeroizing::new);
-        let offer = policy::auth_offer(
-            !self.scope.mechanisms.is_empty(),
-            self.scope.starttls_available(),
-            self.tls.is_some(),
-        );
-        match offer {
+        match self.auth_offer() {
             AuthOffer::NotOffered => {
                 self.reject(503, (5, 5, 1), "Authentication not available");
                 return Flow::Continue;

@@ -1,7 +1,7 @@
 //! The greeting and HELO/EHLO (RFC 5321 §4.1.1.1), with the extensions of the client's
 //! effective scope.
 
-use super::policy::{self, AuthOffer};
+use super::policy::AuthOffer;
 use super::received::rfc5322_date;
 use super::session::{Helo, Session};
 use crate::reply::Reply;
@@ -68,11 +68,7 @@ impl Session {
         if ext.xclient {
             lines.push("XCLIENT ADDR NAME PORT PROTO HELO LOGIN DESTADDR DESTPORT".into());
         }
-        let offer = policy::auth_offer(
-            !self.scope.mechanisms.is_empty(),
-            self.scope.starttls_available(),
-            self.tls.is_some(),
-        );
+        let offer = self.auth_offer();
         if offer == AuthOffer::Offered && self.auth.is_none() {
             let names: Vec<&str> = self
                 .scope

@@ -33,7 +33,6 @@ use crate::model::listener::{AuthBackend, EsmtpListener};
 use crate::proxy;
 use scope::ClientScope;
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -91,10 +90,7 @@ impl Runtime {
             return Err(vec!["no ESMTP_Listener".into()]);
         };
         for s in rt.config.all_listener_settings() {
-            for params in [&s.auth_login, &s.auth_plain, &s.auth_cram_md5]
-                .into_iter()
-                .flatten()
-            {
+            for params in s.auth_parameters() {
                 if let AuthBackend::File(path) = &params.backend.value
                     && !files.contains_key(path)
                 {
@@ -108,16 +104,13 @@ impl Runtime {
             }
         }
         rt.files = files;
-        // Every client class of every Listen: clients matching no Peer, and each Peer.
+        // Every client class of every enabled Listen: clients matching no Peer, and each Peer.
         for (i, listen) in listener.listens.iter().enumerate() {
-            let mut clients: Vec<Option<IpAddr>> = vec![None];
-            clients.extend(
-                listen
-                    .peers
-                    .iter()
-                    .chain(&listener.peers)
-                    .map(|p| Some(p.cidr.network)),
-            );
+            if !listener.enabled(listen) {
+                continue;
+            }
+            let clients = std::iter::once(None)
+                .chain(listener.peers_for(listen).map(|p| Some(p.cidr.network)));
             for client in clients {
                 if let Some(key) = ClientScope::resolve(&rt, i, client).tls
                     && let Err(e) = rt.tls.get(&key)

@@ -43,11 +43,7 @@ pub fn bind_all(rt: &Runtime) -> Result<Vec<Bound>, String> {
     let listener = rt.listener();
     let mut bound = Vec::new();
     for (i, listen) in listener.listens.iter().enumerate() {
-        let on = listen.settings.enable.as_ref().map_or(
-            listener.settings.enable.as_ref().is_none_or(|e| e.value),
-            |e| e.value,
-        );
-        if !on {
+        if !listener.enabled(listen) {
             continue;
         }
         let addr = &listen.address.value;

@@ -318,6 +318,16 @@ impl Session {
         self.update_relay_context();
     }
 
+    /// Whether AUTH is offered to this client now (its mechanisms, and TLS first where
+    /// STARTTLS is available).
+    pub fn auth_offer(&self) -> policy::AuthOffer {
+        policy::auth_offer(
+            !self.scope.mechanisms.is_empty(),
+            self.scope.starttls_available(),
+            self.tls.is_some(),
+        )
+    }
+
     pub fn can_relay(&self) -> bool {
         policy::can_relay(self.scope.relay, self.auth.is_some())
     }

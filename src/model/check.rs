@@ -44,7 +44,7 @@ fn check_listeners(cx: &mut Cx, config: &Config, push: &mut impl FnMut(&mut Cx, 
     for listen in listener.enabled_listens() {
         let mut classes: Vec<(Option<IpAddr>, String, bool)> =
             vec![(None, "clients matching no Peer".to_owned(), true)];
-        for peer in listen.peers.iter().chain(&listener.peers) {
+        for peer in listener.peers_for(listen) {
             classes.push((
                 Some(peer.cidr.network),
                 format!("Peer \"{}\"", peer.cidr.value),
@@ -321,9 +321,7 @@ fn check_auth_proxy(cx: &mut Cx, config: &Config) {
 }
 
 fn uses_proxy(s: &ListenerSettings) -> bool {
-    [&s.auth_login, &s.auth_plain, &s.auth_cram_md5]
-        .into_iter()
-        .flatten()
+    s.auth_parameters()
         .any(|p| p.backend.value == AuthBackend::SmtpAuthProxy)
 }
 
@@ -348,10 +346,7 @@ fn check_files(cx: &mut Cx, config: &Config) {
         {
             check_file(cx, &k.value, k.origin, "TLS_Key", Some("PRIVATE KEY-----"));
         }
-        for params in [&s.auth_login, &s.auth_plain, &s.auth_cram_md5]
-            .into_iter()
-            .flatten()
-        {
+        for params in s.auth_parameters() {
             if let AuthBackend::File(path) = &params.backend.value
                 && checked.insert(path.clone())
             {

@@ -308,11 +308,30 @@ impl<'a> Effective<'a> {
 }
 
 impl EsmtpListener {
+    /// Whether `listen` serves: its own `Enable`, else the listener's, else on.
+    pub fn enabled(&self, listen: &Listen) -> bool {
+        listen.settings.enable.as_ref().map_or_else(
+            || self.settings.enable.as_ref().is_none_or(|e| e.value),
+            |e| e.value,
+        )
+    }
+
     pub fn enabled_listens(&self) -> impl Iterator<Item = &Listen> {
-        let listener_on = self.settings.enable.as_ref().is_none_or(|e| e.value);
-        self.listens
-            .iter()
-            .filter(move |l| l.settings.enable.as_ref().map_or(listener_on, |e| e.value))
+        self.listens.iter().filter(|l| self.enabled(l))
+    }
+
+    /// Every Peer that can apply to a client of `listen`: its own, then the listener's.
+    pub fn peers_for<'a>(&'a self, listen: &'a Listen) -> impl Iterator<Item = &'a Peer> {
+        listen.peers.iter().chain(&self.peers)
+    }
+}
+
+impl ListenerSettings {
+    /// The `Auth<Mech>Parameters` this scope sets.
+    pub fn auth_parameters(&self) -> impl Iterator<Item = &Spanned<AuthParameters>> {
+        [&self.auth_login, &self.auth_plain, &self.auth_cram_md5]
+            .into_iter()
+            .flatten()
     }
 }
 
