@@ -259,6 +259,10 @@ fn run(args: &Args) -> i32 {
             return 1;
         }
     };
+    match crate::net::raise_fd_limit() {
+        Ok(n) => crate::log_info!("open file limit: {n}"),
+        Err(e) => crate::log_warning!("cannot raise the open file limit: {e}"),
+    }
     let caps = crate::listener::server::session_caps(&rt);
     let threads = serving_threads();
     crate::listener::server::announce(&rt, &bound, &caps, threads);

@@ -707,3 +707,43 @@ fn sessions_still_open_after_the_drain_deadline_get_421() {
     assert!(c.closed());
     d.wait_log("stopped");
 }
+
+#[test]
+fn the_open_file_limit_is_raised_to_the_hard_limit() {
+    use std::os::unix::process::CommandExt;
+    let up = Upstream::start(&[]);
+    let conf = format!(
+        "Gateway = \"127.0.0.1:{}\"\nESMTP_Listener {{ Listen \"127.0.0.1:0\" {{ }} }}\n",
+        up.port
+    );
+    // Started with a soft limit of 256, below any hard limit.
+    let d = Daemon::start_with(TempDir::new("nofile"), &conf, 1, |cmd| {
+        // SAFETY: only setrlimit runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                let mut lim = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+                lim.rlim_cur = 256.min(lim.rlim_max);
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+                Ok(())
+            });
+        }
+    });
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    // "Max open files <soft> <hard> files"
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[3], fields[4], "{line}");
+    assert_ne!(fields[3], "256", "{line}");
+    let log = d.wait_log("open file limit: ");
+    assert!(
+        log.contains(&format!("open file limit: {}", fields[3])),
+        "{log}"
+    );
+}

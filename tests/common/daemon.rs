@@ -30,11 +30,24 @@ impl Daemon {
 
     /// As [`Daemon::start`], with extra environment variables.
     pub fn start_env(dir: TempDir, conf: &str, listens: usize, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_with(dir, conf, listens, |cmd| {
+            cmd.envs(env.iter().copied());
+        })
+    }
+
+    /// As [`Daemon::start`], with the command adjusted by `configure` first.
+    pub fn start_with(
+        dir: TempDir,
+        conf: &str,
+        listens: usize,
+        configure: impl FnOnce(&mut Command),
+    ) -> Daemon {
         let path = dir.write("ecelerity.conf", conf);
-        let mut child = Command::new(BIN)
+        let mut cmd = Command::new(BIN);
+        configure(&mut cmd);
+        let mut child = cmd
             .args(["-f", "-c"])
             .arg(&path)
-            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
