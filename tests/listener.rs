@@ -747,3 +747,47 @@ fn the_open_file_limit_is_raised_to_the_hard_limit() {
         "{log}"
     );
 }
+
+#[test]
+fn repeated_auth_failures_are_slowed_then_refused() {
+    let up = Upstream::start(&[]);
+    let dir = TempDir::new("throttle");
+    let users = dir.write("users", "eve:right\nfrank:right\n");
+    let conf = format!(
+        r#"
+Gateway = "127.0.0.1:{}"
+ESMTP_Listener {{
+  SMTP_Extensions = ( "AUTH PLAIN" )
+  AuthPlainParameters = [ uri = "file://{}" ]
+  Auth_Failure_Limit = 4
+  Listen "127.0.0.1:0" {{ }}
+}}
+"#,
+        up.port,
+        users.display()
+    );
+    let d = Daemon::start(dir, &conf, 1);
+    let attempt = |from: &str, user: &str, pw: &str| {
+        let mut c = Client::connect_from(from, d.port());
+        c.reply();
+        c.cmd("EHLO me");
+        let ir = base64_plain(user, pw);
+        c.cmd(&format!("AUTH PLAIN {ir}")).0
+    };
+    for _ in 0..4 {
+        assert_eq!(attempt("127.0.0.1", "eve", "wrong"), 535);
+    }
+    // At the limit: refused without checking, even with the right password...
+    assert_eq!(attempt("127.0.0.1", "eve", "right"), 454);
+    // ...for that user from another address, and for another user from that address.
+    assert_eq!(attempt("127.0.0.3", "eve", "right"), 454);
+    assert_eq!(attempt("127.0.0.1", "frank", "right"), 454);
+    // Anyone else is unaffected.
+    assert_eq!(attempt("127.0.0.4", "frank", "right"), 235);
+    assert!(d.wait_log("too many failures").contains("user=eve"));
+}
+
+fn base64_plain(user: &str, pw: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pw}"))
+}

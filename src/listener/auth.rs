@@ -8,12 +8,14 @@ use super::acctlog;
 use super::connection::{MAX_COMMAND_LINE, ReadError};
 use super::policy::AuthOffer;
 use super::session::{Authenticated, Flow, Session};
+use super::throttle::Decision;
 use crate::auth::{CramChallenge, Credentials, Proof, Secret, Verdict};
 use crate::model::listener::Mechanism;
 use crate::reply::Reply;
 use crate::{log_info, log_warning};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use std::time::Instant;
 use zeroize::Zeroizing;
 
 /// How an exchange ended without credentials.
@@ -110,6 +112,28 @@ impl Session {
             }
             Err(Abort::Gone(_)) => return Flow::Close,
         };
+        match self
+            .rt
+            .throttle
+            .check(self.client.ip, &creds.username, Instant::now())
+        {
+            Decision::Allow => {}
+            Decision::Delay(wait) => tokio::time::sleep(wait).await,
+            Decision::Refuse => {
+                log_warning!(
+                    "session {}: AUTH refused without checking: too many failures from {} or for user={}",
+                    self.id,
+                    self.client,
+                    creds.username
+                );
+                self.reject(
+                    454,
+                    (4, 7, 0),
+                    "Too many failed authentication attempts, try again later",
+                );
+                return Flow::Continue;
+            }
+        }
         // Mail after this AUTH goes through the upstream that accepted it unless a Gateway or
         // Routes names a next hop.
         let keep_upstream = !self.rt.config.routing.has_next_hop();
@@ -139,6 +163,7 @@ impl Session {
             Verdict::Pass => {
                 // The session's closing line names the user; a pass needs no line of its own.
                 crate::log_debug!("{summary}");
+                self.rt.throttle.succeeded(&username);
                 self.auth = Some(Authenticated {
                     user: username.clone(),
                     mechanism: offered.mechanism,
@@ -151,6 +176,9 @@ impl Session {
             }
             Verdict::Fail => {
                 log_info!("{summary}");
+                self.rt
+                    .throttle
+                    .failed(self.client.ip, &username, Instant::now());
                 self.reject(535, (5, 7, 8), "Authentication credentials invalid");
             }
             Verdict::Error => {

@@ -22,6 +22,7 @@ pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod starttls;
+pub mod throttle;
 pub mod tls;
 pub mod xclient;
 pub mod xtext;
@@ -46,6 +47,8 @@ pub struct Runtime {
     proxy: Option<Arc<Backend>>,
     files: HashMap<PathBuf, Arc<Backend>>,
     pub tls: TlsConfigs,
+    /// AUTH failures per client address and user name (`Auth_Failure_Limit`).
+    pub throttle: throttle::Throttle,
     next_session: AtomicU64,
 }
 
@@ -77,6 +80,11 @@ impl Runtime {
                 Err(e) => errors.push(format!("smtp_auth_proxy: {e}")),
             }
         }
+        let failure_limit = config
+            .esmtp_listener
+            .as_ref()
+            .and_then(|l| l.settings.auth_failure_limit.as_ref())
+            .map_or(throttle::DEFAULT_LIMIT, |l| l.value);
         let mut files = HashMap::new();
         let mut rt = Runtime {
             config,
@@ -84,6 +92,7 @@ impl Runtime {
             proxy,
             files: HashMap::new(),
             tls: TlsConfigs::default(),
+            throttle: throttle::Throttle::new(failure_limit),
             next_session: AtomicU64::new(1),
         };
         let Some(listener) = rt.config.esmtp_listener.as_ref() else {

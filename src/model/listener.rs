@@ -36,6 +36,9 @@ pub struct ListenerSettings {
     pub require_ehlo: Option<Spanned<bool>>,
     pub idle_time: Option<Spanned<Duration>>,
     pub listener_sessions: Option<Spanned<u32>>,
+    /// `Auth_Failure_Limit` (ours; ESMTP_Listener only): failed AUTH attempts per client
+    /// address, and per user name, within ten minutes before further attempts are refused.
+    pub auth_failure_limit: Option<Spanned<u32>>,
     pub max_message_size: Option<Spanned<u64>>,
     pub banner_hostname: Option<Spanned<String>>,
     pub reconfig_message: Option<Spanned<String>>,
@@ -348,6 +351,8 @@ fn valid_in(name: &str, kind: ScopeKind) -> bool {
             matches!(kind, EsmtpListener | Listen)
         }
         "proxy_protocol" => kind == Listen,
+        // Process-wide counters: one limit, set where the listener is.
+        "auth_failure_limit" => kind == EsmtpListener,
         _ => matches!(kind, EsmtpListener | Listen | Peer),
     }
 }
@@ -395,6 +400,11 @@ pub(super) fn read_setting(
         "listener_sessions" => {
             out.listener_sessions = cx.read(s, |n, v| {
                 value::unsigned(n, v, 1, u32::MAX.into()).map(|n| n as u32)
+            })
+        }
+        "auth_failure_limit" => {
+            out.auth_failure_limit = cx.read(s, |n, v| {
+                value::unsigned(n, v, 0, 1_000_000).map(|n| n as u32)
             })
         }
         "max_message_size" => {

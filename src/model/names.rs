@@ -89,6 +89,7 @@ pub const LISTENER_OPTIONS: &[&str] = &[
     "require_ehlo",
     "idle_time",
     "listener_sessions",
+    "auth_failure_limit",
     "max_message_size",
     "banner_hostname",
     "reconfig_message",
