@@ -242,104 +242,19 @@ fn run(args: &Args) -> i32 {
         .config
         .take()
         .expect("no errors, so a model was built");
-    crate::listener::tls::install_provider();
-    let rt = match crate::listener::Runtime::new(config) {
-        Ok(rt) => std::sync::Arc::new(rt),
-        Err(errors) => {
-            for e in errors {
-                eprintln!("smtp-auth-proxy: {e}");
-            }
-            return 1;
+    let (path, strict) = (args.config.clone(), args.strict);
+    let reload = move || {
+        let checked = load_and_check(&path, strict);
+        if checked.diagnostics.has_errors() {
+            return Err(checked
+                .diagnostics
+                .errors()
+                .map(|d| d.render(&checked.loaded.sources, false))
+                .collect());
         }
+        Ok(checked.config.expect("no errors, so a model was built"))
     };
-    let bound = match crate::listener::server::bind_all(&rt) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("smtp-auth-proxy: {e}");
-            return 1;
-        }
-    };
-    match crate::net::raise_fd_limit() {
-        Ok(n) => crate::log_info!("open file limit: {n}"),
-        Err(e) => crate::log_warning!("cannot raise the open file limit: {e}"),
-    }
-    let caps = crate::listener::server::session_caps(&rt);
-    let threads = serving_threads();
-    crate::listener::server::announce(&rt, &bound, &caps, threads);
-    // Thread per core: each serving thread runs its own single-threaded runtime over its own
-    // SO_REUSEPORT sockets, so a session never hops between threads (no cross-thread
-    // wake-ups, measured at about a tenth of the CPU per session).
-    for i in 1..threads {
-        let more = match crate::listener::server::bind_again(&bound) {
-            Ok(b) => b,
-            Err(e) => {
-                eprintln!("smtp-auth-proxy: {e}");
-                return 1;
-            }
-        };
-        let (rt, caps) = (rt.clone(), caps.clone());
-        let spawned = std::thread::Builder::new()
-            .name(format!("serve-{i}"))
-            .spawn(move || match single_threaded() {
-                Ok(tokio) => tokio.block_on(crate::listener::server::serve(rt, more, caps)),
-                Err(e) => crate::log_error!("serving thread {i}: {e}"),
-            });
-        if let Err(e) = spawned {
-            eprintln!("smtp-auth-proxy: cannot start a serving thread: {e}");
-            return 1;
-        }
-    }
-    let tokio = match single_threaded() {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("smtp-auth-proxy: cannot start the runtime: {e}");
-            return 1;
-        }
-    };
-    let code = tokio.block_on(async move {
-        let serving = tokio::spawn(crate::listener::server::serve(rt, bound, caps));
-        let signal = shutdown_signal().await;
-        crate::log_info!(
-            "{signal}: stopping: no new connections, {} session(s) may finish",
-            crate::listener::shutdown::sessions()
-        );
-        crate::listener::shutdown::drain(crate::listener::shutdown::drain_deadline()).await;
-        serving.abort();
-        crate::log_info!("stopped");
-        0
-    });
-    crate::log::flush();
-    code
-}
-
-fn single_threaded() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-}
-
-/// One serving thread per CPU the process may use; `SMTP_AUTH_PROXY_THREADS` overrides.
-fn serving_threads() -> usize {
-    std::env::var("SMTP_AUTH_PROXY_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n: &usize| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
-/// The first of SIGTERM and SIGINT.
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    }
+    crate::daemon::run(config, &reload)
 }
 
 #[cfg(test)]

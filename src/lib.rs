@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod daemon;
 pub mod datasource;
 pub mod listener;
 pub mod log;

@@ -791,3 +791,63 @@ fn base64_plain(user: &str, pw: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pw}"))
 }
+
+#[test]
+fn sighup_reloads_a_valid_configuration_and_keeps_the_old_one_on_errors() {
+    let up = Upstream::start(&[]);
+    let dir = TempDir::new("reload");
+    let sock = dir.path().join("added.sock");
+    let conf = |relay: &str, extra_listen: &str| {
+        format!(
+            "Gateway = \"127.0.0.1:{}\"\nrelay_hosts = ( \"{relay}\" )\nESMTP_Listener {{\n  Listen \"127.0.0.1:0\" {{ }}\n{extra_listen}\n}}\n",
+            up.port
+        )
+    };
+    let d = Daemon::start(dir, &conf("127.0.0.0/8", ""), 1);
+    let hup = || run("kill", &["-HUP", &d.pid().to_string()]);
+    let (mut old, _) = Client::ehlo(d.port());
+    assert_eq!(old.relay_code(), 250);
+
+    // An invalid file: the error is logged with its position, the old configuration serves on.
+    d.dir.write(
+        "ecelerity.conf",
+        "ESMTP_Listener {\n  Open_Relay = perhaps\n}\n",
+    );
+    hup();
+    let log = d.wait_log("Reconfigure failed: ");
+    assert!(log.contains("ecelerity.conf:2:16: error:"), "{log}");
+    assert_eq!(old.relay_code(), 250);
+
+    // A valid one: relay_hosts changes and a Listen is added.
+    let listen = format!("  Listen \"{}\" {{ }}", sock.display());
+    d.dir.write("ecelerity.conf", &conf("10.0.0.0/8", &listen));
+    hup();
+    d.wait_log("reconfigured (generation");
+    // The session from before answers Reconfig_Message at its next RSET, and closes.
+    let (code, text) = old.cmd("RSET");
+    assert_eq!(
+        (code, text.as_str()),
+        (421, "4.3.2 Reconfiguration in progress\n")
+    );
+    assert!(old.closed());
+    // New sessions run on the new configuration: 127.0.0.1 is no relay host any more.
+    let (mut new, _) = Client::ehlo(d.port());
+    assert_eq!(new.relay_code(), 550);
+    let mut unix = std::os::unix::net::UnixStream::connect(&sock).expect("the added Listen");
+    let mut greeting = [0u8; 3];
+    std::io::Read::read_exact(&mut unix, &mut greeting).unwrap();
+    assert_eq!(&greeting, b"220");
+
+    // And removed again.
+    d.dir.write("ecelerity.conf", &conf("10.0.0.0/8", ""));
+    hup();
+    d.wait_log("no longer listening on");
+    let start = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "still accepting on the removed Listen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

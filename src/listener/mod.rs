@@ -9,6 +9,7 @@ pub mod acctlog;
 pub mod auth;
 pub mod command;
 pub mod connection;
+pub mod control;
 pub mod data;
 pub mod ehlo;
 pub mod mail;
@@ -49,6 +50,10 @@ pub struct Runtime {
     pub tls: TlsConfigs,
     /// AUTH failures per client address and user name (`Auth_Failure_Limit`).
     pub throttle: throttle::Throttle,
+    /// `Listener_Sessions` per Listen (by index), shared by every serving thread.
+    pub caps: Vec<Option<Arc<tokio::sync::Semaphore>>>,
+    /// Which configuration this is: every reload makes a new one.
+    pub generation: u64,
     next_session: AtomicU64,
 }
 
@@ -93,11 +98,28 @@ impl Runtime {
             files: HashMap::new(),
             tls: TlsConfigs::default(),
             throttle: throttle::Throttle::new(failure_limit),
+            caps: Vec::new(),
+            generation: {
+                static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+                GENERATIONS.fetch_add(1, Ordering::Relaxed)
+            },
             next_session: AtomicU64::new(1),
         };
         let Some(listener) = rt.config.esmtp_listener.as_ref() else {
             return Err(vec!["no ESMTP_Listener".into()]);
         };
+        let caps = listener
+            .listens
+            .iter()
+            .map(|listen| {
+                listen
+                    .settings
+                    .listener_sessions
+                    .as_ref()
+                    .or(listener.settings.listener_sessions.as_ref())
+                    .map(|n| Arc::new(tokio::sync::Semaphore::new(n.value as usize)))
+            })
+            .collect();
         for s in rt.config.all_listener_settings() {
             for params in s.auth_parameters() {
                 if let AuthBackend::File(path) = &params.backend.value
@@ -113,6 +135,7 @@ impl Runtime {
             }
         }
         rt.files = files;
+        rt.caps = caps;
         // Every client class of every enabled Listen: clients matching no Peer, and each Peer.
         for (i, listen) in listener.listens.iter().enumerate() {
             if !listener.enabled(listen) {
@@ -134,6 +157,29 @@ impl Runtime {
         } else {
             Err(errors)
         }
+    }
+
+    /// The index of the enabled Listen at `addr`, if this configuration has one.
+    pub fn listen_at(&self, addr: &crate::model::addr::ListenAddr) -> Option<usize> {
+        let listener = self.listener();
+        listener
+            .listens
+            .iter()
+            .position(|l| l.address.value == *addr && listener.enabled(l))
+    }
+
+    /// `Reconfig_Message` for a Listen: its own, the listener's, or Momentum's default.
+    pub fn reconfig_message(&self, listen: usize) -> String {
+        let listener = self.listener();
+        listener.listens[listen]
+            .settings
+            .reconfig_message
+            .as_ref()
+            .or(listener.settings.reconfig_message.as_ref())
+            .map_or_else(
+                || crate::model::listener::DEFAULT_RECONFIG_MESSAGE.to_owned(),
+                |m| m.value.clone(),
+            )
     }
 
     pub fn listener(&self) -> &EsmtpListener {

@@ -6,8 +6,8 @@ use super::connection::Connection;
 use super::proxy_protocol::{self, Decoded};
 use super::scope::ClientScope;
 use super::session::{ClientAddr, Session};
-use super::shutdown;
 use super::starttls::handshake;
+use super::{control, shutdown};
 use crate::model::addr::ListenAddr;
 use crate::net::{BoxIo, Prefixed};
 use crate::{log_debug, log_error, log_info};
@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Semaphore;
 
 /// Momentum's `Listen_Backlog` default.
 const LISTEN_BACKLOG: i32 = 500;
@@ -31,8 +30,10 @@ pub enum Socket {
 
 /// A bound `Listen`.
 pub struct Bound {
-    /// Index into the listener's `listens`.
+    /// Index into the listener's `listens` (of the configuration that bound it).
     pub listen: usize,
+    /// The Listen's address as configured: what identifies it across reloads.
+    pub addr: ListenAddr,
     pub socket: Socket,
     /// The address actually bound (with the port the kernel chose for `:0`).
     pub local: String,
@@ -40,10 +41,18 @@ pub struct Bound {
 
 /// Binds every enabled Listen, before privileges are dropped.
 pub fn bind_all(rt: &Runtime) -> Result<Vec<Bound>, String> {
+    bind_where(rt, |_| true)
+}
+
+/// Binds the enabled Listens whose address `wanted` accepts (a reload binds the new ones).
+pub fn bind_where(
+    rt: &Runtime,
+    wanted: impl Fn(&ListenAddr) -> bool,
+) -> Result<Vec<Bound>, String> {
     let listener = rt.listener();
     let mut bound = Vec::new();
     for (i, listen) in listener.listens.iter().enumerate() {
-        if !listener.enabled(listen) {
+        if !listener.enabled(listen) || !wanted(&listen.address.value) {
             continue;
         }
         let addr = &listen.address.value;
@@ -60,6 +69,7 @@ pub fn bind_all(rt: &Runtime) -> Result<Vec<Bound>, String> {
         };
         bound.push(Bound {
             listen: i,
+            addr: addr.clone(),
             socket,
             local,
         });
@@ -83,6 +93,7 @@ pub fn bind_again(bound: &[Bound]) -> Result<Vec<Bound>, String> {
             tcp(addr, v6_only).map_err(|e| format!("{}: cannot bind again: {e}", b.local))?;
         more.push(Bound {
             listen: b.listen,
+            addr: b.addr.clone(),
             socket,
             local: b.local.clone(),
         });
@@ -146,35 +157,14 @@ fn bind(addr: &ListenAddr) -> io::Result<Socket> {
     }
 }
 
-/// `Listener_Sessions` per Listen, shared by every serving thread.
-pub type SessionCaps = Arc<Vec<Option<Arc<Semaphore>>>>;
-
-pub fn session_caps(rt: &Runtime) -> SessionCaps {
-    let listener = rt.listener();
-    Arc::new(
-        listener
-            .listens
-            .iter()
-            .map(|listen| {
-                listen
-                    .settings
-                    .listener_sessions
-                    .as_ref()
-                    .or(listener.settings.listener_sessions.as_ref())
-                    .map(|n| Arc::new(Semaphore::new(n.value as usize)))
-            })
-            .collect(),
-    )
-}
-
 /// Says what is bound where.
-pub fn announce(rt: &Runtime, bound: &[Bound], caps: &SessionCaps, threads: usize) {
+pub fn announce(rt: &Runtime, bound: &[Bound], threads: usize) {
     for b in bound {
         log_info!(
             "listening on {} (Listen \"{}\"{}, {threads} thread{})",
             b.local,
-            rt.listener().listens[b.listen].address.value,
-            caps[b.listen]
+            b.addr,
+            rt.caps[b.listen]
                 .as_ref()
                 .map(|c| format!(", Listener_Sessions {}", c.available_permits()))
                 .unwrap_or_default(),
@@ -183,27 +173,48 @@ pub fn announce(rt: &Runtime, bound: &[Bound], caps: &SessionCaps, threads: usiz
     }
 }
 
-/// Runs the accept loops of one serving thread until the process ends. Call inside that
-/// thread's runtime.
-pub async fn serve(rt: Arc<Runtime>, bound: Vec<Bound>, caps: SessionCaps) {
-    let mut tasks = tokio::task::JoinSet::new();
-    for b in bound {
-        let listener = match b.socket {
-            Socket::Tcp(l) => TcpListener::from_std(l).map(Listener::Tcp),
-            Socket::Unix(l) => UnixListener::from_std(l).map(Listener::Unix),
-        };
-        match listener {
-            Ok(l) => {
-                let cap = caps[b.listen].clone();
-                tasks.spawn(accept_loop(rt.clone(), b.listen, b.local, l, cap));
+/// What a serving thread is told to do with its sockets.
+pub enum Command {
+    /// Accept on these (at start, and for Listens a reload added).
+    Add(Vec<Bound>),
+    /// Stop accepting on these (Listens a reload removed).
+    Remove(Vec<ListenAddr>),
+}
+
+/// One serving thread's accept loops, added and removed as commands say, until the process
+/// ends. Call inside that thread's runtime.
+pub async fn serve(mut commands: tokio::sync::mpsc::UnboundedReceiver<Command>) {
+    let mut stops: std::collections::HashMap<ListenAddr, tokio::sync::oneshot::Sender<()>> =
+        std::collections::HashMap::new();
+    while let Some(command) = commands.recv().await {
+        match command {
+            Command::Add(bound) => {
+                for b in bound {
+                    let listener = match b.socket {
+                        Socket::Tcp(l) => TcpListener::from_std(l).map(Listener::Tcp),
+                        Socket::Unix(l) => UnixListener::from_std(l).map(Listener::Unix),
+                    };
+                    match listener {
+                        Ok(l) => {
+                            let (stop, stopped) = tokio::sync::oneshot::channel();
+                            stops.insert(b.addr.clone(), stop);
+                            tokio::spawn(accept_loop(b.addr, b.local, l, stopped));
+                        }
+                        Err(e) => log_error!("{}: {e}", b.local),
+                    }
+                }
             }
-            Err(e) => log_error!("{}: {e}", b.local),
+            Command::Remove(addrs) => {
+                for a in addrs {
+                    if let Some(stop) = stops.remove(&a) {
+                        let _ = stop.send(());
+                    }
+                }
+            }
         }
     }
-    while tasks.join_next().await.is_some() {}
-    // The accept loops end when a stop begins; the sessions on this thread's runtime must go
-    // on (dropping the runtime would cut them off), so this never returns: the process ends
-    // when the drain is over.
+    // The sessions on this thread's runtime must go on (dropping the runtime would cut them
+    // off), so this never returns: the process ends when the drain is over.
     std::future::pending::<()>().await;
 }
 
@@ -213,11 +224,10 @@ enum Listener {
 }
 
 async fn accept_loop(
-    rt: Arc<Runtime>,
-    listen: usize,
+    addr: ListenAddr,
     local: String,
     socket: Listener,
-    cap: Option<Arc<Semaphore>>,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
 ) {
     let mut phase = shutdown::subscribe();
     loop {
@@ -246,8 +256,9 @@ async fn accept_loop(
         };
         let accepted: io::Result<(BoxIo, ClientAddr)> = tokio::select! {
             a = accept => a,
-            // Draining: the socket closes with this loop, so new clients go elsewhere.
+            // Draining, or a reload removed this Listen: the socket closes with this loop.
             () = shutdown::reached(&mut phase, shutdown::Phase::Draining) => return,
+            _ = &mut stopped => return,
         };
         let (io, client) = match accepted {
             Ok(a) => a,
@@ -258,7 +269,14 @@ async fn accept_loop(
                 continue;
             }
         };
-        let permit = match &cap {
+        // New sessions start under the configuration in force now.
+        let Some(rt) = control::current() else {
+            continue;
+        };
+        let Some(listen) = rt.listen_at(&addr) else {
+            continue;
+        };
+        let permit = match &rt.caps[listen] {
             None => None,
             Some(sem) => match sem.clone().try_acquire_owned() {
                 Ok(p) => Some(p),
@@ -268,7 +286,6 @@ async fn accept_loop(
                 }
             },
         };
-        let rt = rt.clone();
         let local = local.clone();
         let guard = shutdown::SessionGuard::new();
         tokio::spawn(async move {

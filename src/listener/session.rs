@@ -215,6 +215,15 @@ impl Session {
             self.reject(503, (5, 5, 1), "Send HELO/EHLO first");
             return Flow::Continue;
         }
+        if matches!(cmd, Command::Mail { .. } | Command::Rset)
+            && self.rt.generation != super::control::generation()
+        {
+            // Started under a configuration since reloaded: Momentum checks at MAIL and RSET,
+            // answers 421 with Reconfig_Message, and closes; the client reconnects to the new.
+            let message = self.rt.reconfig_message(self.listen);
+            self.conn.send(&Reply::plain(421, message));
+            return Flow::Close;
+        }
         match cmd {
             Command::Helo(name) => self.helo(name, false).await,
             Command::Ehlo(name) => self.helo(name, true).await,
