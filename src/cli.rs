@@ -26,13 +26,18 @@ pub struct Args {
     pub strict: bool,
     /// With --check-config: connect to each datasource and prepare the query there.
     pub check_datasources: bool,
+    /// Where the daemon (not in the foreground) writes its process id.
+    pub pid_file: PathBuf,
 }
 
+pub const DEFAULT_PID_FILE: &str = "/run/smtp-auth-proxy.pid";
+
 pub const USAGE: &str = "\
-usage: smtp-auth-proxy [-c FILE] [-f] [--check-config [--check-datasources] | --dump-config] [--strict]
+usage: smtp-auth-proxy [-c FILE] [-f | --pid-file FILE] [--check-config [--check-datasources] | --dump-config] [--strict]
 
   -c, --config FILE   configuration file (default /etc/smtp-auth-proxy/ecelerity.conf)
-  -f, --foreground    stay in the foreground, log to stderr
+  -f, --foreground    stay in the foreground, log to stderr (otherwise: daemon, logs to syslog)
+      --pid-file FILE the daemon's process id file (default /run/smtp-auth-proxy.pid)
   -t, --check-config  validate the configuration and exit: 0 valid, 1 invalid
       --check-datasources
                       with --check-config: connect to each datasource smtp_auth_proxy uses
@@ -57,6 +62,7 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, St
         mode: Mode::Run,
         strict: false,
         check_datasources: false,
+        pid_file: PathBuf::from(DEFAULT_PID_FILE),
     };
     let mut args = args.into_iter();
     let set_mode = |out: &mut Args, m: Mode| {
@@ -77,6 +83,12 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, St
             }
             s if s.starts_with("--config=") => out.config = PathBuf::from(&s["--config=".len()..]),
             "-f" | "--foreground" => out.foreground = true,
+            "--pid-file" => {
+                out.pid_file = args
+                    .next()
+                    .map(PathBuf::from)
+                    .ok_or_else(|| format!("{text} needs a file name"))?;
+            }
             "-t" | "--check-config" => set_mode(&mut out, Mode::CheckConfig)?,
             "--dump-config" => set_mode(&mut out, Mode::DumpConfig)?,
             "--strict" => out.strict = true,
@@ -242,7 +254,9 @@ fn run(args: &Args) -> i32 {
         .config
         .take()
         .expect("no errors, so a model was built");
-    let (path, strict) = (args.config.clone(), args.strict);
+    // Absolute, since the daemon works from `/`.
+    let path = std::fs::canonicalize(&args.config).unwrap_or_else(|_| args.config.clone());
+    let strict = args.strict;
     let reload = move || {
         let checked = load_and_check(&path, strict);
         if checked.diagnostics.has_errors() {
@@ -254,7 +268,67 @@ fn run(args: &Args) -> i32 {
         }
         Ok(checked.config.expect("no errors, so a model was built"))
     };
-    crate::daemon::run(config, &reload)
+    let ready = if args.foreground {
+        None
+    } else {
+        match daemonize(args) {
+            Ok(Some(ready)) => Some(ready),
+            Ok(None) => return 0,
+            Err(code) => return code,
+        }
+    };
+    crate::daemon::run(config, &reload, ready)
+}
+
+/// Forks into the background (before any runtime or thread exists). The parent waits until
+/// the daemon says it is serving, or why it is not, and exits 0 or 1 accordingly, so that a
+/// start script sees bind errors. Returns the daemon's end of that report in the daemon,
+/// `None` in the parent once the daemon is ready.
+fn daemonize(args: &Args) -> Result<Option<std::os::unix::net::UnixStream>, i32> {
+    use std::io::Read as _;
+    let (mut parent_end, mut child_end) = match std::os::unix::net::UnixStream::pair() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("smtp-auth-proxy: {e}");
+            return Err(1);
+        }
+    };
+    let outcome = daemonix::Daemonize::new()
+        .pid_file(&args.pid_file)
+        .working_directory("/")
+        .execute();
+    match outcome {
+        daemonix::Outcome::Parent(Ok(_)) => {
+            drop(child_end);
+            let mut report = String::new();
+            let _ = parent_end.read_to_string(&mut report);
+            if report.starts_with("ready") {
+                Ok(None)
+            } else {
+                eprint!("{report}");
+                if report.is_empty() {
+                    eprintln!("smtp-auth-proxy: the daemon ended before it was ready");
+                }
+                Err(1)
+            }
+        }
+        daemonix::Outcome::Parent(Err(e)) => {
+            eprintln!("smtp-auth-proxy: cannot daemonize: {e}");
+            Err(1)
+        }
+        daemonix::Outcome::Child(Err(e)) => {
+            let _ = std::io::Write::write_all(
+                &mut child_end,
+                format!("smtp-auth-proxy: cannot daemonize: {e}\n").as_bytes(),
+            );
+            std::process::exit(1);
+        }
+        daemonix::Outcome::Child(Ok(_)) => {
+            drop(parent_end);
+            crate::log::to_syslog();
+            Ok(Some(child_end))
+        }
+    }
 }
 
 #[cfg(test)]

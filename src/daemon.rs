@@ -12,36 +12,59 @@ use crate::model::Config;
 use crate::model::addr::ListenAddr;
 use crate::{log_error, log_info, log_warning};
 use std::collections::HashMap;
+use std::io::Write as _;
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
 /// Reads and checks the configuration again; `Err` holds the messages (with file:line:col).
 pub type Reload = dyn Fn() -> Result<Config, Vec<String>>;
 
-/// Runs the daemon on `config` until a stop; returns the exit code.
-pub fn run(config: Config, reload: &Reload) -> i32 {
+/// Runs the daemon on `config` until a stop; returns the exit code. `ready` (daemon mode) is
+/// told `ready`, or why not, once the sockets are bound and privileges dropped.
+pub fn run(config: Config, reload: &Reload, mut ready: Option<UnixStream>) -> i32 {
+    let mut fail = |message: String| {
+        eprintln!("smtp-auth-proxy: {message}");
+        if let Some(r) = ready.as_mut() {
+            let _ = r.write_all(format!("smtp-auth-proxy: {message}\n").as_bytes());
+        }
+        1
+    };
     crate::listener::tls::install_provider();
     let rt = match Runtime::new(config) {
         Ok(rt) => Arc::new(rt),
-        Err(errors) => {
-            for e in errors {
-                eprintln!("smtp-auth-proxy: {e}");
-            }
-            return 1;
-        }
+        Err(errors) => return fail(errors.join("\nsmtp-auth-proxy: ")),
     };
     let bound = match server::bind_all(&rt) {
         Ok(b) => b,
-        Err(e) => {
-            eprintln!("smtp-auth-proxy: {e}");
-            return 1;
-        }
+        Err(e) => return fail(e),
     };
+    // Every serving thread's sockets are bound now, while still privileged: a privileged
+    // port needs root, and SO_REUSEPORT sockets must share one owner.
+    let threads = serving_threads();
+    let mut more_sockets = Vec::new();
+    for _ in 1..threads {
+        match server::bind_again(&bound) {
+            Ok(b) => more_sockets.push(b),
+            Err(e) => return fail(e),
+        }
+    }
+    // Sockets bound and keys read: root is no longer needed.
+    let security = rt.config.security.as_ref();
+    if let Err(e) = crate::privileges::drop_to(
+        security
+            .and_then(|s| s.user.as_ref())
+            .map(|u| u.value.as_str()),
+        security
+            .and_then(|s| s.group.as_ref())
+            .map(|g| g.value.as_str()),
+    ) {
+        return fail(e);
+    }
     match crate::net::raise_fd_limit() {
         Ok(n) => log_info!("open file limit: {n}"),
         Err(e) => log_warning!("cannot raise the open file limit: {e}"),
     }
-    let threads = serving_threads();
     server::announce(&rt, &bound, threads);
     let mut active: HashMap<ListenAddr, String> = bound
         .iter()
@@ -54,14 +77,7 @@ pub fn run(config: Config, reload: &Reload) -> i32 {
     let mut threads_tx = Vec::new();
     let (main_tx, main_rx) = unbounded_channel();
     threads_tx.push(main_tx);
-    for i in 1..threads {
-        let more = match server::bind_again(&bound) {
-            Ok(b) => b,
-            Err(e) => {
-                eprintln!("smtp-auth-proxy: {e}");
-                return 1;
-            }
-        };
+    for (i, more) in (1..threads).zip(more_sockets) {
         let (tx, rx) = unbounded_channel();
         let _ = tx.send(Command::Add(more));
         threads_tx.push(tx);
@@ -72,18 +88,17 @@ pub fn run(config: Config, reload: &Reload) -> i32 {
                 Err(e) => log_error!("serving thread {i}: {e}"),
             });
         if let Err(e) = spawned {
-            eprintln!("smtp-auth-proxy: cannot start a serving thread: {e}");
-            return 1;
+            return fail(format!("cannot start a serving thread: {e}"));
         }
     }
     let _ = threads_tx[0].send(Command::Add(bound));
     let tokio = match single_threaded() {
         Ok(t) => t,
-        Err(e) => {
-            eprintln!("smtp-auth-proxy: cannot start the runtime: {e}");
-            return 1;
-        }
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
+    if let Some(mut r) = ready.take() {
+        let _ = r.write_all(b"ready\n");
+    }
     let code = tokio.block_on(async move {
         let mut signals = match Signals::new() {
             Ok(s) => s,

@@ -15,6 +15,7 @@ pub mod listener;
 pub mod log;
 pub mod model;
 pub mod net;
+pub mod privileges;
 pub mod proxy;
 pub mod reply;
 pub mod syslog;

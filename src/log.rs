@@ -34,8 +34,24 @@ pub fn pid() -> u32 {
     *PID.get_or_init(std::process::id)
 }
 
+/// Daemon mode: lines go to syslog (facility mail) instead of stderr, one datagram each.
+pub fn to_syslog() {
+    SYSLOG_MODE.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+static SYSLOG_MODE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn syslog() -> &'static crate::syslog::Syslog {
+    static SYSLOG: std::sync::OnceLock<crate::syslog::Syslog> = std::sync::OnceLock::new();
+    SYSLOG.get_or_init(|| crate::syslog::Syslog::new("smtp-auth-proxy"))
+}
+
 pub fn write(level: Level, args: fmt::Arguments<'_>) {
     if !enabled(level) {
+        return;
+    }
+    if SYSLOG_MODE.load(std::sync::atomic::Ordering::Relaxed) {
+        let _ = syslog().send(crate::syslog::FACILITY_MAIL, level as u8, &args.to_string());
         return;
     }
     let tag = match level {
@@ -101,9 +117,7 @@ pub fn flush() {
 /// Momentum's acctlog line for one authentication attempt: to syslog, facility mail; to the
 /// log when no syslog daemon listens, so that no attempt goes unrecorded.
 pub fn acctlog(line: &str) {
-    static SYSLOG: std::sync::OnceLock<crate::syslog::Syslog> = std::sync::OnceLock::new();
-    let syslog = SYSLOG.get_or_init(|| crate::syslog::Syslog::new("smtp-auth-proxy"));
-    if !syslog.send(
+    if !syslog().send(
         crate::syslog::FACILITY_MAIL,
         crate::syslog::SEVERITY_INFO,
         &format!("acctlog: {line}"),

@@ -851,3 +851,89 @@ fn sighup_reloads_a_valid_configuration_and_keeps_the_old_one_on_errors() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn daemon_mode_forks_logs_to_syslog_writes_a_pid_file_and_drops_privileges() {
+    let up = Upstream::start(&[]);
+    let dir = TempDir::new("daemon");
+    let sink = SyslogSink::bind(dir.path().join("log"));
+    let root = unsafe { libc::geteuid() } == 0;
+    // As root, the daemon gives up root for `nobody` once its socket is bound.
+    let security = if root {
+        "Security { user = nobody group = nogroup }"
+    } else {
+        ""
+    };
+    let conf = dir.write(
+        "ecelerity.conf",
+        &format!(
+            "{security}\nGateway = \"127.0.0.1:{}\"\nrelay_hosts = ( \"127.0.0.0/8\" )\nESMTP_Listener {{ Listen \"127.0.0.1:0\" {{ }} }}\n",
+            up.port
+        ),
+    );
+    let pid_file = dir.path().join("daemon.pid");
+    let out = std::process::Command::new(common::daemon::BIN)
+        .args([
+            "-c",
+            conf.to_str().unwrap(),
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+        ])
+        .env("SMTP_AUTH_PROXY_SYSLOG", &sink.path)
+        .output()
+        .unwrap();
+    // The starting process waits until the daemon serves, then exits 0.
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    struct Kill(u32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .arg(self.0.to_string())
+                .status();
+        }
+    }
+    let _kill = Kill(pid);
+    let port: u16 = loop {
+        let line = sink.recv().expect("the daemon's log, by syslog");
+        if let Some(rest) = line.split("listening on 127.0.0.1:").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    let t = swaks(port, "--to x@remote.example");
+    assert!(queued(&t), "{t}");
+    if root {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        assert!(
+            uid.split_whitespace().skip(1).all(|u| u == "65534"),
+            "{uid}"
+        );
+    }
+    // A bind failure is reported by the starting process, with exit status 1.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let conf2 = dir.write(
+        "taken.conf",
+        &format!(
+            "Gateway = \"127.0.0.1:{}\"\nESMTP_Listener {{ Listen \"127.0.0.1:{}\" {{ }} }}\n",
+            up.port,
+            taken.local_addr().unwrap().port()
+        ),
+    );
+    let out = std::process::Command::new(common::daemon::BIN)
+        .args(["-c", conf2.to_str().unwrap(), "--pid-file"])
+        .arg(dir.path().join("taken.pid"))
+        .env("SMTP_AUTH_PROXY_SYSLOG", &sink.path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot bind"));
+}
