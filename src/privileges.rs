@@ -4,8 +4,8 @@
 use std::ffi::CString;
 use std::io;
 
-/// Becomes `user` (and `group`, else the user's primary group), with no supplementary groups
-/// but that one. Does nothing when neither is set.
+/// Becomes `user` (and `group`, else the user's primary group), with the user's supplementary
+/// groups. Does nothing when neither is set.
 pub fn drop_to(user: Option<&str>, group: Option<&str>) -> Result<(), String> {
     if user.is_none() && group.is_none() {
         return Ok(());
@@ -46,8 +46,19 @@ pub fn drop_to(user: Option<&str>, group: Option<&str>) -> Result<(), String> {
         }
     };
     if let Some(gid) = gid {
-        // SAFETY: plain system calls on integers and a one-element array.
-        check(unsafe { libc::setgroups(1, &gid) }, "setgroups")?;
+        // The user's own supplementary groups (from /etc/group), as a login would get them:
+        // Debian's snakeoil key, for one, is readable through `ssl-cert`, and a reload reads
+        // keys again. Without a user, only the group.
+        match user {
+            Some(name) => {
+                let c = CString::new(name).map_err(|_| format!("user `{name}`: bad name"))?;
+                // SAFETY: a valid C string and an integer.
+                check(unsafe { libc::initgroups(c.as_ptr(), gid) }, "initgroups")?;
+            }
+            // SAFETY: plain system call on a one-element array.
+            None => check(unsafe { libc::setgroups(1, &gid) }, "setgroups")?,
+        }
+        // SAFETY: plain system call.
         check(unsafe { libc::setgid(gid) }, "setgid")?;
     }
     if let Some(uid) = uid {
