@@ -28,6 +28,9 @@ pub struct Args {
     pub check_datasources: bool,
     /// Where the daemon (not in the foreground) writes its process id.
     pub pid_file: PathBuf,
+    /// The daemon's syslog identity and facility (number).
+    pub syslog_ident: String,
+    pub syslog_facility: u8,
 }
 
 pub const DEFAULT_PID_FILE: &str = "/run/smtp-auth-proxy.pid";
@@ -38,6 +41,8 @@ usage: smtp-auth-proxy [-c FILE] [-f | --pid-file FILE] [--check-config [--check
   -c, --config FILE   configuration file (default /etc/smtp-auth-proxy/ecelerity.conf)
   -f, --foreground    stay in the foreground, log to stderr (otherwise: daemon, logs to syslog)
       --pid-file FILE the daemon's process id file (default /run/smtp-auth-proxy.pid)
+      --syslog-ident NAME, --syslog-facility NAME
+                      the daemon's syslog identity (smtp-auth-proxy) and facility (mail)
   -t, --check-config  validate the configuration and exit: 0 valid, 1 invalid
       --check-datasources
                       with --check-config: connect to each datasource smtp_auth_proxy uses
@@ -63,6 +68,8 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, St
         strict: false,
         check_datasources: false,
         pid_file: PathBuf::from(DEFAULT_PID_FILE),
+        syslog_ident: "smtp-auth-proxy".to_owned(),
+        syslog_facility: crate::syslog::FACILITY_MAIL,
     };
     let mut args = args.into_iter();
     let set_mode = |out: &mut Args, m: Mode| {
@@ -83,6 +90,23 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, St
             }
             s if s.starts_with("--config=") => out.config = PathBuf::from(&s["--config=".len()..]),
             "-f" | "--foreground" => out.foreground = true,
+            "--syslog-ident" => {
+                out.syslog_ident = args
+                    .next()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .ok_or_else(|| format!("{text} needs a name"))?;
+            }
+            "--syslog-facility" => {
+                let name = args
+                    .next()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .ok_or_else(|| format!("{text} needs a facility name"))?;
+                out.syslog_facility = crate::syslog::facility(&name).ok_or_else(|| {
+                    format!(
+                        "`{name}` is not a syslog facility (mail, daemon, local0 ... local7, ...)"
+                    )
+                })?;
+            }
             "--pid-file" => {
                 out.pid_file = args
                     .next()
@@ -325,7 +349,7 @@ fn daemonize(args: &Args) -> Result<Option<std::os::unix::net::UnixStream>, i32>
         }
         daemonix::Outcome::Child(Ok(_)) => {
             drop(parent_end);
-            crate::log::to_syslog();
+            crate::log::to_syslog(&args.syslog_ident, args.syslog_facility);
             Ok(Some(child_end))
         }
     }

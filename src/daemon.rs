@@ -35,6 +35,7 @@ pub fn run(config: Config, reload: &Reload, mut ready: Option<UnixStream>) -> i3
         Ok(rt) => Arc::new(rt),
         Err(errors) => return fail(errors.join("\nsmtp-auth-proxy: ")),
     };
+    apply_debug_level(&rt.config);
     let bound = match server::bind_all(&rt) {
         Ok(b) => b,
         Err(e) => return fail(e),
@@ -163,6 +164,7 @@ fn reconfigure(
             Err(e) => return failed(vec![e]),
         }
     }
+    apply_debug_level(&rt.config);
     let removed: Vec<ListenAddr> = active
         .keys()
         .filter(|a| !wanted.contains(a))
@@ -187,6 +189,16 @@ fn reconfigure(
         control::generation(),
         removed.len()
     );
+}
+
+/// `smtp_auth_proxy { debug_level = … }` sets how much the daemon logs (info by default).
+fn apply_debug_level(config: &Config) {
+    let level = config
+        .auth_proxy
+        .as_ref()
+        .and_then(|p| p.debug_level.as_ref())
+        .map_or(crate::log::Level::Info, |l| l.value);
+    crate::log::set_level(level);
 }
 
 enum Signal {

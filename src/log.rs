@@ -34,16 +34,24 @@ pub fn pid() -> u32 {
     *PID.get_or_init(std::process::id)
 }
 
-/// Daemon mode: lines go to syslog (facility mail) instead of stderr, one datagram each.
-pub fn to_syslog() {
+/// Daemon mode: lines go to syslog instead of stderr, one datagram each, with `ident` and
+/// `facility` (RFC 5424 number; mail, 2, by default). acctlog lines use the same.
+pub fn to_syslog(ident: &str, facility: u8) {
+    let _ = SYSLOG.set(crate::syslog::Syslog::new(ident));
+    SYSLOG_FACILITY.store(facility, std::sync::atomic::Ordering::SeqCst);
     SYSLOG_MODE.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
 static SYSLOG_MODE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static SYSLOG_FACILITY: AtomicU8 = AtomicU8::new(crate::syslog::FACILITY_MAIL);
+static SYSLOG: std::sync::OnceLock<crate::syslog::Syslog> = std::sync::OnceLock::new();
 
 fn syslog() -> &'static crate::syslog::Syslog {
-    static SYSLOG: std::sync::OnceLock<crate::syslog::Syslog> = std::sync::OnceLock::new();
     SYSLOG.get_or_init(|| crate::syslog::Syslog::new("smtp-auth-proxy"))
+}
+
+fn facility() -> u8 {
+    SYSLOG_FACILITY.load(Ordering::Relaxed)
 }
 
 pub fn write(level: Level, args: fmt::Arguments<'_>) {
@@ -51,7 +59,7 @@ pub fn write(level: Level, args: fmt::Arguments<'_>) {
         return;
     }
     if SYSLOG_MODE.load(std::sync::atomic::Ordering::Relaxed) {
-        let _ = syslog().send(crate::syslog::FACILITY_MAIL, level as u8, &args.to_string());
+        let _ = syslog().send(facility(), level as u8, &args.to_string());
         return;
     }
     let tag = match level {
@@ -118,7 +126,7 @@ pub fn flush() {
 /// log when no syslog daemon listens, so that no attempt goes unrecorded.
 pub fn acctlog(line: &str) {
     if !syslog().send(
-        crate::syslog::FACILITY_MAIL,
+        facility(),
         crate::syslog::SEVERITY_INFO,
         &format!("acctlog: {line}"),
     ) {

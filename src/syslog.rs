@@ -10,6 +10,19 @@ use std::sync::Mutex;
 
 /// Facility `mail` (RFC 5424 table 1), as Momentum's logs go.
 pub const FACILITY_MAIL: u8 = 2;
+
+/// A facility by its syslog name (`mail`, `daemon`, `local0` … `local7`, …).
+pub fn facility(name: &str) -> Option<u8> {
+    const NAMES: [&str; 12] = [
+        "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
+        "authpriv", "ftp",
+    ];
+    let name = name.to_ascii_lowercase();
+    if let Some(n) = name.strip_prefix("local") {
+        return n.parse::<u8>().ok().filter(|&n| n < 8).map(|n| 16 + n);
+    }
+    NAMES.iter().position(|&f| f == name).map(|i| i as u8)
+}
 pub const SEVERITY_INFO: u8 = 6;
 
 pub struct Syslog {
@@ -64,5 +77,16 @@ fn timestamp() -> String {
     match parts.as_slice() {
         [_, day, month, _, time, _] => format!("{month} {day:>2} {time}"),
         _ => date,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn facility_names() {
+        assert_eq!(super::facility("mail"), Some(2));
+        assert_eq!(super::facility("LOCAL7"), Some(23));
+        assert_eq!(super::facility("local8"), None);
+        assert_eq!(super::facility("daemon"), Some(3));
     }
 }

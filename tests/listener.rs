@@ -879,6 +879,7 @@ fn daemon_mode_forks_logs_to_syslog_writes_a_pid_file_and_drops_privileges() {
             "--pid-file",
             pid_file.to_str().unwrap(),
         ])
+        .args(["--syslog-ident", "sap-test", "--syslog-facility", "local3"])
         .env("SMTP_AUTH_PROXY_SYSLOG", &sink.path)
         .output()
         .unwrap();
@@ -905,6 +906,11 @@ fn daemon_mode_forks_logs_to_syslog_writes_a_pid_file_and_drops_privileges() {
     let port: u16 = loop {
         let line = sink.recv().expect("the daemon's log, by syslog");
         if let Some(rest) = line.split("listening on 127.0.0.1:").nth(1) {
+            // local3 (19) * 8 + info (6), under the identity given.
+            assert!(
+                line.starts_with("<158>") && line.contains(" sap-test["),
+                "{line}"
+            );
             break rest.split_whitespace().next().unwrap().parse().unwrap();
         }
     };

@@ -513,3 +513,19 @@ fn pooled_connections_closed_by_the_upstream_are_replaced() {
         up.connections() - before
     );
 }
+
+#[test]
+fn debug_level_sets_how_much_is_logged() {
+    let up = FakeUpstream::start(Behaviour::Accept);
+    let d = proxy_daemon(
+        "debuglevel",
+        &format!("host = \"127.0.0.1:{}\" debug_level = DEBUG", up.port),
+        "",
+    );
+    assert_eq!(auth_plain(d.port(), "u", "p").0, 235);
+    // Passing AUTH attempts are logged at debug only.
+    assert!(
+        d.wait_log("debug: session")
+            .contains("AUTH PLAIN user=u pass")
+    );
+}

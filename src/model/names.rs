@@ -54,6 +54,7 @@ impl ScopeKind {
                 "tls_verify",
                 "tls_ca",
                 "pool",
+                "debug_level",
             ],
             ScopeKind::Datasource => &["uri", "cache_size", "cache_life", "max_rows", "no_cache"],
             ScopeKind::Security => &["user", "group"],

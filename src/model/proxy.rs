@@ -60,6 +60,8 @@ pub struct SmtpAuthProxy {
     pub pool: usize,
     /// `enabled = false` loads the module passive: it answers no AUTH.
     pub enabled: bool,
+    /// `debug_level` (every Momentum module has it): the daemon's log level.
+    pub debug_level: Option<Spanned<crate::log::Level>>,
     pub origin: Origin,
 }
 
@@ -75,6 +77,7 @@ pub(super) fn read(cx: &mut Cx, scope: &Scope) -> Option<SmtpAuthProxy> {
     let mut tls_verify = TlsVerify::default();
     let mut tls_ca = PathBuf::from(DEFAULT_TLS_CA);
     let mut pool = DEFAULT_POOL;
+    let mut debug_level = None;
     // `port` applies to hosts written without one, wherever it appears in the scope.
     if let Some(s) = scope.get("port") {
         if let Some(p) = cx.read(s, |n, v| value::unsigned(n, v, 1, 65535)) {
@@ -154,6 +157,25 @@ pub(super) fn read(cx: &mut Cx, scope: &Scope) -> Option<SmtpAuthProxy> {
                 }
             }
             "enabled" => enabled = cx.read(s, value::boolean).is_none_or(|b| b.value),
+            "debug_level" => {
+                debug_level = cx.read(s, |n, v| {
+                    use crate::log::Level;
+                    // Momentum's levels; NOTICE and CRITICAL fold into their neighbours.
+                    value::choice(
+                        n,
+                        v,
+                        &[
+                            ("debug", Level::Debug),
+                            ("info", Level::Info),
+                            ("notice", Level::Info),
+                            ("warning", Level::Warning),
+                            ("error", Level::Error),
+                            ("crit", Level::Error),
+                            ("critical", Level::Error),
+                        ],
+                    )
+                })
+            }
             _ => cx.unknown_option(ScopeKind::AuthProxy, s),
         }
     }
@@ -184,6 +206,7 @@ pub(super) fn read(cx: &mut Cx, scope: &Scope) -> Option<SmtpAuthProxy> {
         tls_ca,
         pool,
         enabled,
+        debug_level,
         origin,
     })
 }
