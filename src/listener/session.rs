@@ -225,15 +225,20 @@ impl Session {
             return Flow::Close;
         }
         match cmd {
-            Command::Helo(name) => self.helo(name, false).await,
-            Command::Ehlo(name) => self.helo(name, true).await,
-            Command::Starttls => return self.starttls().await,
-            Command::Auth { mechanism, initial } => return self.auth(&mechanism, initial).await,
-            Command::Mail { from, params } => self.mail(from, params).await,
-            Command::Rcpt { to, params } => self.rcpt(to, params).await,
-            Command::Data => return self.data().await,
+            // The phases that talk to a next hop or an upstream are boxed: their futures are
+            // large, and a session waiting for its next command should not carry them (an
+            // idle connection costs what its waiting future weighs).
+            Command::Helo(name) => Box::pin(self.helo(name, false)).await,
+            Command::Ehlo(name) => Box::pin(self.helo(name, true)).await,
+            Command::Starttls => return Box::pin(self.starttls()).await,
+            Command::Auth { mechanism, initial } => {
+                return Box::pin(self.auth(&mechanism, initial)).await;
+            }
+            Command::Mail { from, params } => Box::pin(self.mail(from, params)).await,
+            Command::Rcpt { to, params } => Box::pin(self.rcpt(to, params)).await,
+            Command::Data => return Box::pin(self.data()).await,
             Command::Bdat => self.reject(502, (5, 5, 1), "BDAT not implemented"),
-            Command::Rset => self.rset().await,
+            Command::Rset => Box::pin(self.rset()).await,
             Command::Noop => self.reply(250, (2, 0, 0), "OK"),
             Command::Quit => {
                 let host = self.scope.hostname.clone();
