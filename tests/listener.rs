@@ -943,3 +943,48 @@ fn daemon_mode_forks_logs_to_syslog_writes_a_pid_file_and_drops_privileges() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot bind"));
 }
+
+#[test]
+fn slow_pipelined_and_vanishing_clients() {
+    let (up, d) = gatewayed(
+        "faults",
+        "relay_hosts = ( \"127.0.0.0/8\" )",
+        "Idle_Time = 2\nListen \"127.0.0.1:0\" { }",
+    );
+    // 10,000 commands in one go: every one answered, in order.
+    let (mut c, _) = Client::ehlo(d.port());
+    c.send_raw(&b"NOOP\r\n".repeat(10_000));
+    for _ in 0..10_000 {
+        assert_eq!(c.reply().0, 250);
+    }
+    assert_eq!(c.cmd("QUIT").0, 221);
+    // A byte a second never completes a line within Idle_Time: 421, whatever the trickle.
+    let (mut slow, _) = Client::ehlo(d.port());
+    let started = Instant::now();
+    let mut code = None;
+    for b in b"NOOP and on and on\r\n" {
+        slow.send_raw(&[*b]);
+        std::thread::sleep(Duration::from_millis(500));
+        slow.stream
+            .set_read_timeout(Some(Duration::from_millis(1)))
+            .unwrap();
+        if let Some((c, _)) = slow.try_reply() {
+            code = Some(c);
+            break;
+        }
+    }
+    assert_eq!(code, Some(421), "after {:?}", started.elapsed());
+    // A client that vanishes in the middle of DATA: the next hop keeps nothing.
+    let (mut gone, _) = Client::ehlo(d.port());
+    gone.cmd("MAIL FROM:<a@b.example>");
+    gone.cmd("RCPT TO:<x@remote.example>");
+    assert_eq!(gone.cmd("DATA").0, 354);
+    gone.send_raw(b"Subject: half\r\n\r\nthe first half of a message\r\n");
+    drop(gone);
+    // And the others go on.
+    let t = swaks(d.port(), "--to y@remote.example");
+    assert!(queued(&t), "{t}");
+    let msgs = up.messages();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0]["to"][0], "y@remote.example");
+}

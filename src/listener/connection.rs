@@ -10,7 +10,7 @@ use crate::reply::Reply;
 use std::io;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout, timeout_at};
 
 /// RFC 4954 §4 lets an AUTH line (with its initial response) reach 12288 octets, the longest
 /// command line any extension in use here needs; RFC 5321's 512 is too short for it.
@@ -91,8 +91,9 @@ impl Connection {
         self.rpos = 0;
     }
 
-    /// Reads more bytes into the buffer, flushing queued replies first. Returns how many.
-    async fn fill(&mut self, room: usize) -> Result<usize, ReadError> {
+    /// Reads more bytes into the buffer, flushing queued replies first, by `deadline`.
+    /// Returns how many.
+    async fn fill(&mut self, room: usize, deadline: Instant) -> Result<usize, ReadError> {
         self.flush().await.map_err(ReadError::Io)?;
         if self.rpos > 0 {
             self.rbuf.drain(..self.rpos);
@@ -100,7 +101,7 @@ impl Connection {
         }
         // read_buf fills spare capacity: no zeroing of the buffer before every read.
         self.rbuf.reserve(room);
-        let n = match timeout(self.idle, self.io.read_buf(&mut self.rbuf)).await {
+        let n = match timeout_at(deadline, self.io.read_buf(&mut self.rbuf)).await {
             Err(_) => return Err(ReadError::Idle),
             Ok(Err(e)) => {
                 return Err(match e.kind() {
@@ -119,7 +120,10 @@ impl Connection {
     }
 
     /// Reads one line, without its line ending (CRLF, or a bare LF from a sloppy client).
+    /// The whole line must arrive within `Idle_Time`: a client trickling a byte now and then
+    /// (slow loris) does not hold its session for ever.
     pub async fn read_line(&mut self, max: usize) -> Result<Vec<u8>, ReadError> {
+        let deadline = Instant::now() + self.idle;
         let mut scanned = 0;
         loop {
             let pending = &self.rbuf[self.rpos..];
@@ -136,16 +140,16 @@ impl Connection {
                 return Ok(line);
             }
             if pending.len() > max + 1 {
-                self.skip_line().await?;
+                self.skip_line(deadline).await?;
                 return Err(ReadError::TooLong);
             }
             scanned = pending.len();
-            self.fill(COMMAND_CHUNK).await?;
+            self.fill(COMMAND_CHUNK, deadline).await?;
         }
     }
 
     /// Discards input up to and including the next LF.
-    async fn skip_line(&mut self) -> Result<(), ReadError> {
+    async fn skip_line(&mut self, deadline: Instant) -> Result<(), ReadError> {
         loop {
             let pending = &self.rbuf[self.rpos..];
             if let Some(nl) = pending.iter().position(|&b| b == b'\n') {
@@ -153,7 +157,7 @@ impl Connection {
                 return Ok(());
             }
             self.discard_pending();
-            self.fill(COMMAND_CHUNK).await?;
+            self.fill(COMMAND_CHUNK, deadline).await?;
         }
     }
 
@@ -161,7 +165,7 @@ impl Connection {
     /// buffered. The caller says how many it used with [`Connection::consume`].
     pub async fn data_chunk(&mut self) -> Result<&[u8], ReadError> {
         if self.rpos == self.rbuf.len() {
-            self.fill(DATA_CHUNK).await?;
+            self.fill(DATA_CHUNK, Instant::now() + self.idle).await?;
         }
         Ok(&self.rbuf[self.rpos..])
     }
