@@ -988,3 +988,29 @@ fn slow_pipelined_and_vanishing_clients() {
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0]["to"][0], "y@remote.example");
 }
+
+#[test]
+fn a_next_hop_that_goes_away_during_data_is_a_temporary_failure() {
+    use common::fake_upstream::{Behaviour, FakeUpstream};
+    let hop = FakeUpstream::start(Behaviour::DropDuringData);
+    let d = with_gateway(
+        "hopgone",
+        hop.port,
+        "relay_hosts = ( \"127.0.0.0/8\" )",
+        "SMTP_Extensions = ( ENHANCEDSTATUSCODES )\nListen \"127.0.0.1:0\" { }",
+        1,
+    );
+    let (mut c, _) = Client::ehlo(d.port());
+    assert_eq!(c.cmd("MAIL FROM:<a@b.example>").0, 250);
+    assert_eq!(c.cmd("RCPT TO:<x@remote.example>").0, 250);
+    assert_eq!(c.cmd("DATA").0, 354);
+    c.send_raw(format!("Subject: lost\r\n\r\n{}\r\n.\r\n", "z".repeat(200_000)).as_bytes());
+    // Never a 250 for what the next hop did not take: 451, and the client retries later.
+    let (code, text) = c.reply();
+    assert_eq!(
+        (code, text.as_str()),
+        (451, "4.4.1 Next hop unavailable, try again later\n")
+    );
+    // The session goes on (a new next hop connection for the next transaction).
+    assert_eq!(c.cmd("NOOP").0, 250);
+}

@@ -25,6 +25,8 @@ pub enum Behaviour {
     DropMidReply,
     /// Answers with something that is not SMTP.
     Garbage,
+    /// A next hop that takes MAIL, RCPT and DATA, then goes away in the middle of the data.
+    DropDuringData,
     /// AUTH CRAM-MD5 for one user and password (RFC 2195).
     CramMd5 { user: String, password: String },
 }
@@ -114,6 +116,21 @@ fn serve(mut s: TcpStream, b: &Behaviour) -> std::io::Result<()> {
                 }
                 _ => "502 no\r\n".into(),
             }
+        } else if upper.starts_with("DATA") {
+            s.write_all(b"354 go ahead\r\n")?;
+            if let Behaviour::DropDuringData = b {
+                line.clear();
+                r.read_line(&mut line)?;
+                return Ok(());
+            }
+            // Take the message and accept it.
+            loop {
+                line.clear();
+                if r.read_line(&mut line)? == 0 || line == ".\r\n" {
+                    break;
+                }
+            }
+            "250 2.0.0 queued by fake\r\n".into()
         } else if upper.starts_with("QUIT") {
             s.write_all(b"221 bye\r\n")?;
             return Ok(());
