@@ -13,13 +13,7 @@ import socket
 import statistics
 import time
 
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+from smtp_load import rss_kib
 
 
 def greeting_ms(host, port):

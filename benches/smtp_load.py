@@ -151,9 +151,10 @@ async def main():
     print("proxy  " + line + ratio, flush=True)
 
 
-try:
-    import uvloop
-    uvloop.install()
-except ImportError:
-    pass
-asyncio.run(main())
+if __name__ == "__main__":
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(main())

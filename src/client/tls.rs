@@ -24,7 +24,7 @@ pub fn client_config(verify: TlsVerify, ca_file: &Path) -> Result<Arc<ClientConf
     let config = match verify {
         TlsVerify::No => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_custom_certificate_verifier(Arc::new(Lenient::AnyCertificate(provider)))
             .with_no_client_auth(),
         TlsVerify::Ca | TlsVerify::Host => {
             let mut roots = RootCertStore::empty();
@@ -46,7 +46,7 @@ pub fn client_config(verify: TlsVerify, ca_file: &Path) -> Result<Arc<ClientConf
             } else {
                 builder
                     .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(ChainOnly(webpki)))
+                    .with_custom_certificate_verifier(Arc::new(Lenient::ChainOnly(webpki)))
                     .with_no_client_auth()
             }
         }
@@ -59,61 +59,16 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
     ServerName::try_from(host.to_owned()).map_err(|e| format!("`{host}`: {e}"))
 }
 
-/// `tls_verify = no`: any certificate; signatures are still checked, so the handshake is real.
+/// The two checks weaker than webpki's own: `tls_verify = no` (any certificate; signatures are
+/// still checked, so the handshake is real) and `tls_verify = ca` (the chain must lead to a
+/// trusted CA, but the name may differ: upstreams are often addressed by IP).
 #[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+enum Lenient {
+    AnyCertificate(Arc<CryptoProvider>),
+    ChainOnly(Arc<WebPkiServerVerifier>),
 }
 
-/// `tls_verify = ca`: the chain must lead to a trusted CA; the name may differ (upstreams are
-/// often addressed by IP).
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -122,14 +77,17 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
-            Err(Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
+        match self {
+            Lenient::AnyCertificate(_) => Ok(ServerCertVerified::assertion()),
+            Lenient::ChainOnly(webpki) => {
+                match webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+                    Err(Error::InvalidCertificate(
+                        CertificateError::NotValidForName
+                        | CertificateError::NotValidForNameContext { .. },
+                    )) => Ok(ServerCertVerified::assertion()),
+                    other => other,
+                }
+            }
         }
     }
 
@@ -139,7 +97,12 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        match self {
+            Lenient::AnyCertificate(p) => {
+                verify_tls12_signature(message, cert, dss, &p.signature_verification_algorithms)
+            }
+            Lenient::ChainOnly(w) => w.verify_tls12_signature(message, cert, dss),
+        }
     }
 
     fn verify_tls13_signature(
@@ -148,10 +111,18 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        match self {
+            Lenient::AnyCertificate(p) => {
+                verify_tls13_signature(message, cert, dss, &p.signature_verification_algorithms)
+            }
+            Lenient::ChainOnly(w) => w.verify_tls13_signature(message, cert, dss),
+        }
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        match self {
+            Lenient::AnyCertificate(p) => p.signature_verification_algorithms.supported_schemes(),
+            Lenient::ChainOnly(w) => w.supported_verify_schemes(),
+        }
     }
 }
