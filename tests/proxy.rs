@@ -524,8 +524,10 @@ fn debug_level_sets_how_much_is_logged() {
     );
     assert_eq!(auth_plain(d.port(), "u", "p").0, 235);
     // Passing AUTH attempts are logged at debug only.
-    assert!(
-        d.wait_log("debug: session")
-            .contains("AUTH PLAIN user=u pass")
-    );
+    let log = d.wait_log("AUTH PLAIN user=u pass");
+    let line = log
+        .lines()
+        .find(|l| l.contains("AUTH PLAIN user=u pass"))
+        .unwrap();
+    assert!(line.contains(": debug: session "), "{line}");
 }
