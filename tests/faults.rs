@@ -3,36 +3,15 @@
 
 mod common;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use common::TempDir;
-use common::daemon::{Client, Daemon, Upstream};
+use common::daemon::{Daemon, PSQL, Upstream, auth_plain};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn auth_plain(port: u16, user: &str, password: &str) -> u16 {
-    let (mut c, _) = Client::ehlo(port);
-    c.cmd(&format!(
-        "AUTH PLAIN {}",
-        B64.encode(format!("\0{user}\0{password}"))
-    ))
-    .0
-}
-
 fn psql(sql: &str) -> bool {
     Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "test",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ])
+        .args(PSQL)
+        .arg(sql)
         .output()
         .is_ok_and(|o| o.status.success())
 }
@@ -90,7 +69,7 @@ ESMTP_Listener {{
         1,
         &[("SMTP_AUTH_PROXY_SYSLOG", "/nonexistent/log")],
     );
-    assert_eq!(auth_plain(d.port(), "alice", "pa"), 235);
+    assert_eq!(auth_plain(d.port(), "alice", "pa").0, 235);
 
     // Started again whatever happens below, for whatever runs after this test.
     struct StartAgain;
@@ -103,15 +82,15 @@ ESMTP_Listener {{
     assert!(cluster("stop"), "PostgreSQL would not stop");
     std::thread::sleep(Duration::from_millis(1100));
     let during = (
-        auth_plain(d.port(), "alice", "pa"),
-        auth_plain(d.port(), "bob", "pb"),
+        auth_plain(d.port(), "alice", "pa").0,
+        auth_plain(d.port(), "bob", "pb").0,
     );
     assert!(cluster("start"), "PostgreSQL would not start again");
     // Back: the dropped connection is reopened on the next lookup.
     let start = Instant::now();
     let mut after = 0;
     while start.elapsed() < Duration::from_secs(20) {
-        after = auth_plain(d.port(), "bob", "pb");
+        after = auth_plain(d.port(), "bob", "pb").0;
         if after == 235 {
             break;
         }

@@ -771,7 +771,7 @@ ESMTP_Listener {{
         let mut c = Client::connect_from(from, d.port());
         c.reply();
         c.cmd("EHLO me");
-        let ir = base64_plain(user, pw);
+        let ir = common::daemon::plain_response(user, pw);
         c.cmd(&format!("AUTH PLAIN {ir}")).0
     };
     for _ in 0..4 {
@@ -785,11 +785,6 @@ ESMTP_Listener {{
     // Anyone else is unaffected.
     assert_eq!(attempt("127.0.0.4", "frank", "right"), 235);
     assert!(d.wait_log("too many failures").contains("user=eve"));
-}
-
-fn base64_plain(user: &str, pw: &str) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pw}"))
 }
 
 #[test]

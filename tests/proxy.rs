@@ -3,10 +3,10 @@
 
 mod common;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use common::TempDir;
-use common::daemon::{Certs, Client, Daemon, SyslogSink, Upstream, dead_port, run, swaks};
+use common::daemon::{
+    Certs, Daemon, PSQL, SyslogSink, Upstream, auth_plain, dead_port, run, swaks,
+};
 use common::fake_upstream::{Behaviour, FakeUpstream};
 use std::time::Duration;
 
@@ -41,13 +41,6 @@ ESMTP_Listener {{
 "#
     );
     Daemon::start_env(TempDir::new(tag), &conf, 1, env)
-}
-
-/// AUTH PLAIN with an initial response; returns the reply code and text.
-fn auth_plain(port: u16, user: &str, password: &str) -> (u16, String) {
-    let (mut c, _) = Client::ehlo(port);
-    let ir = B64.encode(format!("\0{user}\0{password}"));
-    c.cmd(&format!("AUTH PLAIN {ir}"))
 }
 
 fn open_fds(d: &Daemon) -> usize {
@@ -424,17 +417,7 @@ fn postgresql_datasource() {
     server_datasource(
         "postgresql",
         "psql",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "test",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-        ],
+        PSQL,
         "pgsql:host=127.0.0.1;port=5432;dbname=test;user=postgres;password=",
     );
 }

@@ -425,3 +425,28 @@ impl Client {
         self.line().is_none()
     }
 }
+
+/// psql's arguments for the machine's PostgreSQL (trust auth, database `test`), before the SQL.
+pub const PSQL: &[&str] = &[
+    "-h",
+    "127.0.0.1",
+    "-U",
+    "postgres",
+    "-d",
+    "test",
+    "-v",
+    "ON_ERROR_STOP=1",
+    "-c",
+];
+
+/// AUTH PLAIN's initial response for `user` and `password`.
+pub fn plain_response(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"))
+}
+
+/// Connects, says EHLO, and AUTH PLAIN with an initial response; returns the reply.
+pub fn auth_plain(port: u16, user: &str, password: &str) -> (u16, String) {
+    let (mut c, _) = Client::ehlo(port);
+    c.cmd(&format!("AUTH PLAIN {}", plain_response(user, password)))
+}
