@@ -11,6 +11,8 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod datasource;
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod listener;
 pub mod log;
 pub mod model;
