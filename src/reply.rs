@@ -87,10 +87,6 @@ impl Reply {
         (200..400).contains(&self.code)
     }
 
-    pub fn is_transient(&self) -> bool {
-        (400..500).contains(&self.code)
-    }
-
     pub fn is_permanent(&self) -> bool {
         (500..600).contains(&self.code)
     }

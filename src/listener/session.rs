@@ -357,8 +357,4 @@ impl Session {
             None => self.context.push((key.to_owned(), value.to_owned())),
         }
     }
-
-    pub fn remove_context(&mut self, key: &str) {
-        self.context.retain(|(k, _)| k != key);
-    }
 }
