@@ -1,7 +1,7 @@
 //! MAIL (RFC 5321 §4.1.1.2): starts a transaction, at the next hop too when there is one.
 
 use super::command::{Param, Path};
-use super::relay::{HopState, unavailable};
+use super::relay::HopState;
 use super::session::{Session, Transaction};
 use crate::reply::{Enhanced, Reply};
 
@@ -79,21 +79,12 @@ impl Session {
                     line.push(' ');
                     line.push_str(p);
                 }
-                match hop.command(&line).await {
-                    Ok(r) => {
-                        if r.is_positive() {
-                            txn.relayed = true;
-                            self.txn = Some(txn);
-                        } else if r.code == 421 {
-                            self.abandon_hop().await;
-                        }
-                        self.send_relayed(r);
+                if let Some(r) = self.hop_command(&line).await {
+                    if r.is_positive() {
+                        txn.relayed = true;
+                        self.txn = Some(txn);
                     }
-                    Err(e) => {
-                        crate::log_warning!("session {}: next hop MAIL: {e}", self.id);
-                        self.abandon_hop().await;
-                        self.conn.send(&unavailable());
-                    }
+                    self.send_relayed(r);
                 }
             }
         }

@@ -2,7 +2,6 @@
 
 use super::command::{Param, Path};
 use super::policy;
-use super::relay::unavailable;
 use super::session::Session;
 use crate::log_info;
 
@@ -50,27 +49,13 @@ impl Session {
             self.reply(550, (5, 3, 5), "No route for this recipient");
             return;
         }
-        let Some(hop) = self.hop.as_mut() else {
-            self.conn.send(&unavailable());
-            return;
-        };
-        match hop.command(&format!("RCPT TO:{to}")).await {
-            Ok(r) => {
-                if r.is_positive()
-                    && let Some(txn) = self.txn.as_mut()
-                {
-                    txn.rcpts.push(to);
-                }
-                if r.code == 421 {
-                    self.abandon_hop().await;
-                }
-                self.send_relayed(r);
+        if let Some(r) = self.hop_command(&format!("RCPT TO:{to}")).await {
+            if r.is_positive()
+                && let Some(txn) = self.txn.as_mut()
+            {
+                txn.rcpts.push(to);
             }
-            Err(e) => {
-                crate::log_warning!("session {}: next hop RCPT: {e}", self.id);
-                self.abandon_hop().await;
-                self.conn.send(&unavailable());
-            }
+            self.send_relayed(r);
         }
     }
 }

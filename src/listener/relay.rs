@@ -69,6 +69,31 @@ impl Session {
         HopState::Unavailable(unavailable())
     }
 
+    /// Sends one envelope command to the next hop and returns its reply for the caller to pass
+    /// on. A `421` closes the next hop. No next hop, or one that failed, gets the client
+    /// `451 4.4.1` here, and `None`.
+    pub async fn hop_command(&mut self, line: &str) -> Option<Reply> {
+        let Some(hop) = self.hop.as_mut() else {
+            self.conn.send(&unavailable());
+            return None;
+        };
+        match hop.command(line).await {
+            Ok(r) => {
+                if r.code == 421 {
+                    self.abandon_hop().await;
+                }
+                Some(r)
+            }
+            Err(e) => {
+                let verb = line.split(' ').next().unwrap_or(line);
+                log_warning!("session {}: next hop {verb}: {e}", self.id);
+                self.abandon_hop().await;
+                self.conn.send(&unavailable());
+                None
+            }
+        }
+    }
+
     async fn open_hop(
         &self,
         target: &crate::model::addr::HostPort,
