@@ -8,7 +8,7 @@ use common::daemon::{
     Certs, Daemon, PSQL, SyslogSink, Upstream, auth_plain, dead_port, run, swaks,
 };
 use common::fake_upstream::{Behaviour, FakeUpstream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A daemon whose AUTH PLAIN/LOGIN (and CRAM-MD5, where a fixed `host` can serve it) go to
 /// `smtp_auth_proxy { <proxy> }`, with `extra` global lines (Datasource scopes).
@@ -468,8 +468,8 @@ fn acctlog_goes_to_syslog_and_survives_a_syslogd_restart() {
 
 #[test]
 fn pooled_connections_closed_by_the_upstream_are_replaced() {
-    // The upstream drops any connection idle for 300 ms, as a strict idle timeout would.
-    let up = FakeUpstream::start(Behaviour::AcceptClosingIdle(Duration::from_millis(300)));
+    // The upstream drops any connection idle for a second, as a strict idle timeout would.
+    let up = FakeUpstream::start(Behaviour::AcceptClosingIdle(Duration::from_millis(1000)));
     // One serving thread: each thread has its own pool, and the count below is for one.
     let d = proxy_daemon_env(
         "pool",
@@ -481,13 +481,25 @@ fn pooled_connections_closed_by_the_upstream_are_replaced() {
         ],
     );
     assert_eq!(auth_plain(d.port(), "u", "p").0, 235);
-    // The pool is now filled; its connections die while they wait.
-    std::thread::sleep(Duration::from_millis(600));
+    // The login's own connection and two opened ahead for the pool.
+    let start = Instant::now();
+    while up.connections() < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the pool was not filled"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(up.connections(), 3);
+    // Its connections die while they wait.
+    std::thread::sleep(Duration::from_millis(1500));
     for _ in 0..4 {
         assert_eq!(auth_plain(d.port(), "u", "p").0, 235);
     }
     // And a pooled connection that is alive is used: fewer connections than sessions plus
     // the pool's refills would be impossible otherwise.
+    // Give the pool time to refill (well inside the upstream's idle second), then measure.
+    std::thread::sleep(Duration::from_millis(200));
     let before = up.connections();
     assert_eq!(auth_plain(d.port(), "u", "p").0, 235);
     assert!(
