@@ -307,7 +307,7 @@ async fn refuse(mut io: BoxIo, client: ClientAddr) {
 }
 
 /// Everything before the greeting: the PROXY header, then implicit TLS.
-async fn start(
+pub(crate) async fn start(
     rt: Arc<Runtime>,
     listen: usize,
     local: String,

@@ -18,10 +18,11 @@ fn parse_addr(v: &str) -> Result<Option<IpAddr>, ()> {
         .strip_prefix('[')
         .and_then(|x| x.strip_suffix(']'))
         .unwrap_or(v);
-    let v = if v.len() > 5 && v[..5].eq_ignore_ascii_case("IPV6:") {
-        &v[5..]
-    } else {
-        v
+    // `get` rather than slicing: the value is client input and byte 5 may fall inside a
+    // multi-byte character.
+    let v = match (v.get(..5), v.get(5..)) {
+        (Some(prefix), Some(rest)) if prefix.eq_ignore_ascii_case("IPV6:") => rest,
+        _ => v,
     };
     v.parse().map(Some).map_err(|_| ())
 }
@@ -159,5 +160,7 @@ mod tests {
         );
         assert_eq!(parse_addr("[UNAVAILABLE]"), Ok(None));
         assert!(parse_addr("example.com").is_err());
+        // A multi-byte character across byte 5 (found by the session fuzz target).
+        assert!(parse_addr("1992\u{6a6}@f.201").is_err());
     }
 }

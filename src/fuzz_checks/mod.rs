@@ -2,6 +2,10 @@
 //! replays through exactly the same code as a plain test (`tests/fuzz_corpus.rs`), with no
 //! nightly toolchain. Each panics on a broken invariant, never on bad input.
 
+mod session;
+
+pub use session::session;
+
 use crate::config::{self, LoadOptions, MissingIncludes};
 use crate::listener::data::DotCodec;
 use crate::listener::{command, proxy_protocol, xtext};
@@ -83,4 +87,5 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("xtext", xtext),
     ("reply", reply),
     ("data", data),
+    ("session", session),
 ];
