@@ -70,6 +70,11 @@ ESMTP_Listener {{
         &[("SMTP_AUTH_PROXY_SYSLOG", "/nonexistent/log")],
     );
     assert_eq!(auth_plain(d.port(), "alice", "pa").0, 235);
+    std::thread::sleep(Duration::from_millis(200));
+    // One database connection now; the datasource may hold up to four (one per lookup thread,
+    // each connecting on its first lookup), so after the outage up to three more are its own.
+    let mut baseline = d.footprint();
+    baseline.fds += 3;
 
     // Started again whatever happens below, for whatever runs after this test.
     struct StartAgain;
@@ -105,4 +110,6 @@ ESMTP_Listener {{
     );
     assert_eq!(after, 235, "{}", d.log());
     assert!(d.log().contains("(stale)"));
+    // Dead database connections were replaced, not kept beside their replacements.
+    d.assert_back_to(&baseline, "PostgreSQL outage");
 }

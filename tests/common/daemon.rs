@@ -126,6 +126,82 @@ impl Daemon {
             .and_then(|v| v.parse().ok())
             .unwrap()
     }
+
+    /// The daemon's open descriptors.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+
+    /// What the daemon's descriptors are and its TCP connections, for a failure message.
+    pub fn fd_report(&self) -> String {
+        let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .map(|p| p.display().to_string())
+            .collect();
+        let tcp = String::from_utf8_lossy(&run("ss", &["-tanp"]).stdout)
+            .lines()
+            .filter(|l| l.contains(&format!("pid={},", self.pid())))
+            .collect::<Vec<_>>()
+            .join("\n");
+        format!("descriptors {fds:?}\n{tcp}")
+    }
+
+    /// What the daemon holds now.
+    pub fn footprint(&self) -> Footprint {
+        Footprint {
+            rss_kib: self.rss_kib(),
+            fds: self.open_fds(),
+        }
+    }
+
+    /// Waits up to 10 s for the daemon to come back to `baseline`: no more descriptors than
+    /// then (every session and upstream connection of the case closed) and resident memory
+    /// within [`RSS_SLACK_KIB`]. Panics with the figures otherwise. Returns what it came back to.
+    pub fn assert_back_to(&self, baseline: &Footprint, case: &str) -> Footprint {
+        let start = Instant::now();
+        loop {
+            let now = self.footprint();
+            if now.fds <= baseline.fds && now.rss_kib <= baseline.rss_kib + RSS_SLACK_KIB {
+                eprintln!("{case}: back to {now:?} (baseline {baseline:?})");
+                return now;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{case}: not back to baseline {baseline:?}, now {now:?}\n{}",
+                self.fd_report()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs `case` once to warm up, then twice more, and checks each later run leaves the
+    /// daemon where the first did ([`Daemon::assert_back_to`]). The warm-up matters: the first
+    /// run grows what is meant to stay (each serving thread's runtime state, the allocator's
+    /// arenas, caches and pools); a leak grows with every run.
+    pub fn leaves_no_trace(&self, name: &str, mut case: impl FnMut(usize)) {
+        case(0);
+        std::thread::sleep(Duration::from_millis(200));
+        let baseline = self.footprint();
+        for round in 1..3 {
+            case(round);
+            self.assert_back_to(&baseline, &format!("{name}, run {}", round + 1));
+        }
+    }
+}
+
+/// How much more resident memory than its baseline a daemon may hold after a fault case:
+/// allocator slack, well under what any buffer a case fills (a 1 MB line, a 200 KB message)
+/// would leave behind if it were kept.
+pub const RSS_SLACK_KIB: u64 = 512;
+
+/// A daemon's resident memory and open descriptors at one moment.
+#[derive(Clone, Copy, Debug)]
+pub struct Footprint {
+    pub rss_kib: u64,
+    pub fds: usize,
 }
 
 impl Drop for Daemon {
