@@ -11,16 +11,21 @@ use crate::listener::data::DotCodec;
 use crate::listener::{command, proxy_protocol, xtext};
 use crate::reply::Reply;
 
+/// How the fuzz checks load a configuration: nothing from the machine's files, so a run depends
+/// on its input alone.
+fn load_options() -> LoadOptions {
+    LoadOptions {
+        missing_includes: MissingIncludes::Keep,
+        search_path: Vec::new(),
+    }
+}
+
 /// The configuration language and the model: any text gets diagnostics, never a panic.
 pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let opts = LoadOptions {
-        missing_includes: MissingIncludes::Keep,
-        search_path: Vec::new(),
-    };
-    let loaded = config::load_str("fuzz.conf", text, &opts);
+    let loaded = config::load_str("fuzz.conf", text, &load_options());
     if !loaded.diagnostics.has_errors() {
         let _ = crate::model::build(&loaded.root, &loaded.sources);
     }

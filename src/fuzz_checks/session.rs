@@ -67,11 +67,7 @@ ESMTP_Listener {{
 "#,
             users = users.display()
         );
-        let opts = crate::config::LoadOptions {
-            missing_includes: crate::config::MissingIncludes::Keep,
-            search_path: Vec::new(),
-        };
-        let loaded = crate::config::load_str("fuzz-session.conf", &text, &opts);
+        let loaded = crate::config::load_str("fuzz-session.conf", &text, &super::load_options());
         assert!(!loaded.diagnostics.has_errors(), "fuzz configuration");
         let (config, diags) = crate::model::build(&loaded.root, &loaded.sources);
         assert!(!diags.has_errors(), "fuzz configuration");
