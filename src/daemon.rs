@@ -31,8 +31,8 @@ pub fn run(config: Config, reload: &Reload, mut ready: Option<UnixStream>) -> i3
         1
     };
     crate::listener::tls::install_provider();
-    let rt = match Runtime::new(config) {
-        Ok(rt) => Arc::new(rt),
+    let rt = match prepare(config) {
+        Ok(rt) => rt,
         Err(errors) => return fail(errors.join("\nsmtp-auth-proxy: ")),
     };
     apply_debug_level(&rt.config);
@@ -144,8 +144,8 @@ fn reconfigure(
         Ok(c) => c,
         Err(errors) => return failed(errors),
     };
-    let rt = match Runtime::new(config) {
-        Ok(rt) => Arc::new(rt),
+    let rt = match prepare(config) {
+        Ok(rt) => rt,
         Err(errors) => return failed(errors),
     };
     let wanted: Vec<ListenAddr> = rt
@@ -189,6 +189,14 @@ fn reconfigure(
         control::generation(),
         removed.len()
     );
+}
+
+/// Builds what a configuration runs on: its authentication back ends (the proxy engine with its
+/// datasource, password files), then the listener's runtime over them.
+pub fn prepare(config: Config) -> Result<Arc<Runtime>, Vec<String>> {
+    let hostname: Arc<str> = Arc::from(crate::net::hostname());
+    let backends = crate::auth::Backends::build(&config, &hostname)?;
+    Runtime::new(config, hostname, backends).map(Arc::new)
 }
 
 /// `smtp_auth_proxy { debug_level = … }` sets how much the daemon logs (info by default).

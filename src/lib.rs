@@ -2,8 +2,8 @@
 //!
 //! Layers, with dependencies pointing one way:
 //! [`config`] (the `ecelerity.conf` language) -> [`model`] (typed, validated settings) ->
-//! [`listener`] (the ESMTP server) -> [`auth`] back ends -> [`proxy`] engine, all speaking SMTP
-//! outward through [`client`].
+//! [`listener`] (the ESMTP server) -> [`auth`] back ends (the proxy engine, `auth::proxy`, among
+//! them), all speaking SMTP outward through [`client`]; [`daemon`] builds and wires them.
 
 pub mod auth;
 pub mod cli;
@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod datasource;
+pub mod date;
 #[doc(hidden)]
 pub mod fuzz_checks;
 pub mod listener;
@@ -18,6 +19,5 @@ pub mod log;
 pub mod model;
 pub mod net;
 pub mod privileges;
-pub mod proxy;
 pub mod reply;
 pub mod syslog;

@@ -37,7 +37,7 @@ pub fn pid() -> u32 {
 /// Daemon mode: lines go to syslog instead of stderr, one datagram each, with `ident` and
 /// `facility` (RFC 5424 number; mail, 2, by default). acctlog lines use the same.
 pub fn to_syslog(ident: &str, facility: u8) {
-    let _ = SYSLOG.set(crate::syslog::Syslog::new(ident));
+    let _ = SYSLOG.set(crate::syslog::Syslog::new(ident, pid()));
     SYSLOG_FACILITY.store(facility, std::sync::atomic::Ordering::SeqCst);
     SYSLOG_MODE.store(true, std::sync::atomic::Ordering::SeqCst);
 }
@@ -47,7 +47,7 @@ static SYSLOG_FACILITY: AtomicU8 = AtomicU8::new(crate::syslog::FACILITY_MAIL);
 static SYSLOG: std::sync::OnceLock<crate::syslog::Syslog> = std::sync::OnceLock::new();
 
 fn syslog() -> &'static crate::syslog::Syslog {
-    SYSLOG.get_or_init(|| crate::syslog::Syslog::new("smtp-auth-proxy"))
+    SYSLOG.get_or_init(|| crate::syslog::Syslog::new("smtp-auth-proxy", pid()))
 }
 
 fn facility() -> u8 {

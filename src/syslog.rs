@@ -28,16 +28,18 @@ pub const SEVERITY_INFO: u8 = 6;
 pub struct Syslog {
     path: PathBuf,
     ident: String,
+    pid: u32,
     socket: Mutex<Option<UnixDatagram>>,
 }
 
 impl Syslog {
-    pub fn new(ident: &str) -> Syslog {
+    pub fn new(ident: &str, pid: u32) -> Syslog {
         let path = std::env::var_os("SMTP_AUTH_PROXY_SYSLOG")
             .map_or_else(|| PathBuf::from("/dev/log"), PathBuf::from);
         Syslog {
             path,
             ident: ident.to_owned(),
+            pid,
             socket: Mutex::new(None),
         }
     }
@@ -50,7 +52,7 @@ impl Syslog {
             u16::from(facility) * 8 + u16::from(severity),
             timestamp(),
             self.ident,
-            crate::log::pid()
+            self.pid
         );
         let mut socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
         for _ in 0..2 {
@@ -71,7 +73,7 @@ impl Syslog {
 
 /// `Nov 24 09:05:03`, RFC 3164's timestamp, in UTC.
 fn timestamp() -> String {
-    let date = crate::listener::received::rfc5322_date(std::time::SystemTime::now());
+    let date = crate::date::rfc5322_date(std::time::SystemTime::now());
     // "Tue, 24 Nov 2026 09:05:03 +0000" -> "Nov 24 09:05:03"
     let parts: Vec<&str> = date.split(' ').collect();
     match parts.as_slice() {

@@ -1,7 +1,8 @@
 //! `file:///path`: a file of `user:password` lines, `#` comments and blank lines ignored, as
 //! Momentum's `file://` scheme reads it. Meant for small sites and for tests.
 
-use super::{Credentials, Outcome, Proof, Secret, Verdict};
+use super::credentials::{Credentials, Proof, Secret};
+use super::verdict::{Outcome, Verdict};
 use hmac::{KeyInit, Mac};
 use std::collections::HashMap;
 use std::fmt::Write as _;

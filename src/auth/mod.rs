@@ -5,108 +5,88 @@
 //! verdicts are Momentum's `EC_AUTH_OK`, `EC_AUTH_FAIL` and `EC_AUTH_ERROR`, and they must stay
 //! apart: only `Fail` may become a 535; a back end that could not decide is a 454.
 
+pub mod credentials;
 pub mod file;
+pub mod proxy;
+pub mod verdict;
 
-use crate::client::SmtpClient;
-use crate::model::listener::Mechanism;
-use crate::proxy;
-use std::fmt;
+pub use credentials::{CramChallenge, Credentials, Proof, Secret};
+pub use verdict::{Outcome, Verdict};
+
+use crate::datasource::Datasource;
+use crate::model::Config;
+use crate::model::listener::{AuthBackend, Mechanism};
+use file::PasswordFile;
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
-use zeroize::Zeroize;
 
-/// A password or other secret: never printed, wiped from memory when dropped.
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: String) -> Secret {
-        Secret(s)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
+/// Every back end a configuration names, built once per configuration (at start and at each
+/// reload) and handed to the listener, which only looks them up.
+#[derive(Default)]
+pub struct Backends {
+    proxy: Option<Arc<Backend>>,
+    files: HashMap<PathBuf, Arc<Backend>>,
 }
 
-impl Drop for Secret {
-    fn drop(&mut self) {
-        self.0.zeroize();
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
-
-/// What the client proved its identity with.
-pub enum Proof {
-    /// LOGIN and PLAIN: the password itself.
-    Password(Secret),
-    /// CRAM-MD5: the challenge sent and the hex HMAC-MD5 digest the client answered; with
-    /// `smtp_auth_proxy://`, the upstream session that issued the challenge.
-    CramMd5 {
-        challenge: String,
-        digest: String,
-        upstream: Option<SmtpClient>,
-    },
-}
-
-/// A CRAM-MD5 challenge (RFC 2195), from the back end: made here for a password file, the
-/// upstream's own for `smtp_auth_proxy://` (the client's answer only works against it).
-pub struct CramChallenge {
-    pub challenge: String,
-    pub upstream: Option<SmtpClient>,
-}
-
-pub struct Credentials {
-    pub mechanism: Mechanism,
-    /// The authentication identity as the client typed it.
-    pub username: String,
-    /// PLAIN's authorization identity; empty when not given.
-    pub authzid: String,
-    pub proof: Proof,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// The credentials are good: 235.
-    Pass,
-    /// The credentials are bad: 535.
-    Fail,
-    /// Nothing could be decided (back end down, slow, or answering nonsense): 454.
-    Error,
-}
-
-impl Verdict {
-    /// The connection-context value Momentum sets (`auth_status`).
-    pub fn status(self) -> &'static str {
-        match self {
-            Verdict::Pass => "pass",
-            Verdict::Fail => "fail",
-            Verdict::Error => "error",
+impl Backends {
+    /// Starts the proxy engine (with its datasource's threads) and reads the password files.
+    /// What fails here is what only trying can tell: a file that changed since the check, a
+    /// datasource without a usable URI.
+    pub fn build(config: &Config, hostname: &str) -> Result<Backends, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut backends = Backends::default();
+        if let Some(p) = config.auth_proxy.as_ref().filter(|p| p.enabled) {
+            let datasource = match p
+                .ds_cache
+                .as_ref()
+                .and_then(|n| config.datasource(&n.value))
+            {
+                Some(ds) => match Datasource::start(ds) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        errors.push(e);
+                        None
+                    }
+                },
+                None => None,
+            };
+            match proxy::Engine::new(p, hostname.to_owned(), datasource) {
+                Ok(engine) => {
+                    backends.proxy = Some(Arc::new(Backend::SmtpAuthProxy(Arc::new(engine))))
+                }
+                Err(e) => errors.push(format!("smtp_auth_proxy: {e}")),
+            }
+        }
+        for s in config.all_listener_settings() {
+            for params in s.auth_parameters() {
+                if let AuthBackend::File(path) = &params.backend.value
+                    && !backends.files.contains_key(path)
+                {
+                    match PasswordFile::load(path) {
+                        Ok(f) => {
+                            backends
+                                .files
+                                .insert(path.clone(), Arc::new(Backend::File(f)));
+                        }
+                        Err(e) => errors.push(e),
+                    }
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(backends)
+        } else {
+            Err(errors)
         }
     }
-}
 
-pub struct Outcome {
-    pub verdict: Verdict,
-    /// What happened, for the log; never carries the secret.
-    pub detail: String,
-    /// The error was a timeout (acctlog writes `T` for these).
-    pub timed_out: bool,
-    /// On `Pass` through `smtp_auth_proxy://`, when asked for: the upstream session that
-    /// accepted the AUTH, left open so the session's mail can go through it.
-    pub upstream: Option<SmtpClient>,
-}
-
-impl Outcome {
-    pub fn new(verdict: Verdict, detail: impl Into<String>) -> Outcome {
-        Outcome {
-            verdict,
-            detail: detail.into(),
-            timed_out: false,
-            upstream: None,
+    /// The back end an `Auth*Parameters uri` names, if this configuration built it.
+    pub fn get(&self, b: &AuthBackend) -> Option<Arc<Backend>> {
+        match b {
+            AuthBackend::SmtpAuthProxy => self.proxy.clone(),
+            AuthBackend::File(p) => self.files.get(p).cloned(),
+            AuthBackend::Unsupported(_) => None,
         }
     }
 }

@@ -9,9 +9,9 @@
 //! Memory stays bounded whatever the line lengths: bytes are decoded as they stream.
 
 use super::connection::ReadError;
-use super::received::rfc5322_date;
 use super::relay::unavailable;
 use super::session::{Flow, Session};
+use crate::date::rfc5322_date;
 use crate::reply::Reply;
 use crate::{log_info, log_warning};
 use std::time::SystemTime;

@@ -2,8 +2,8 @@
 //! effective scope.
 
 use super::policy::AuthOffer;
-use super::received::rfc5322_date;
 use super::session::{Helo, Session};
+use crate::date::rfc5322_date;
 use crate::reply::Reply;
 use std::borrow::Cow;
 use std::time::SystemTime;

@@ -16,7 +16,6 @@ pub mod mail;
 pub mod policy;
 pub mod proxy_protocol;
 pub mod rcpt;
-pub mod received;
 pub mod relay;
 pub mod scope;
 pub mod server;
@@ -28,14 +27,10 @@ pub mod tls;
 pub mod xclient;
 pub mod xtext;
 
-use crate::auth::{Backend, file::PasswordFile};
-use crate::datasource::Datasource;
+use crate::auth::{Backend, Backends};
 use crate::model::Config;
 use crate::model::listener::{AuthBackend, EsmtpListener};
-use crate::proxy;
 use scope::ClientScope;
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tls::TlsConfigs;
@@ -45,8 +40,7 @@ use tls::TlsConfigs;
 pub struct Runtime {
     pub config: Config,
     pub hostname: Arc<str>,
-    proxy: Option<Arc<Backend>>,
-    files: HashMap<PathBuf, Arc<Backend>>,
+    backends: Backends,
     pub tls: TlsConfigs,
     /// AUTH failures per client address and user name (`Auth_Failure_Limit`).
     pub throttle: throttle::Throttle,
@@ -58,44 +52,24 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Builds the back ends and TLS configurations the configuration names. The configuration
-    /// has been checked; what fails here is what only trying can tell (a key that does not
-    /// match its certificate, a password file that changed since).
-    pub fn new(config: Config) -> Result<Runtime, Vec<String>> {
-        let hostname: Arc<str> = Arc::from(crate::net::hostname());
+    /// Takes a checked configuration and the back ends built for it, and prepares the TLS
+    /// configurations. What fails here is what only trying can tell (a key that does not match
+    /// its certificate).
+    pub fn new(
+        config: Config,
+        hostname: Arc<str>,
+        backends: Backends,
+    ) -> Result<Runtime, Vec<String>> {
         let mut errors = Vec::new();
-        let mut proxy = None;
-        if let Some(p) = config.auth_proxy.as_ref().filter(|p| p.enabled) {
-            let datasource = match p
-                .ds_cache
-                .as_ref()
-                .and_then(|n| config.datasource(&n.value))
-            {
-                Some(ds) => match Datasource::start(ds) {
-                    Ok(d) => Some(d),
-                    Err(e) => {
-                        errors.push(e);
-                        None
-                    }
-                },
-                None => None,
-            };
-            match proxy::Engine::new(p, hostname.to_string(), datasource) {
-                Ok(engine) => proxy = Some(Arc::new(Backend::SmtpAuthProxy(Arc::new(engine)))),
-                Err(e) => errors.push(format!("smtp_auth_proxy: {e}")),
-            }
-        }
         let failure_limit = config
             .esmtp_listener
             .as_ref()
             .and_then(|l| l.settings.auth_failure_limit.as_ref())
             .map_or(throttle::DEFAULT_LIMIT, |l| l.value);
-        let mut files = HashMap::new();
         let mut rt = Runtime {
             config,
             hostname,
-            proxy,
-            files: HashMap::new(),
+            backends,
             tls: TlsConfigs::default(),
             throttle: throttle::Throttle::new(failure_limit),
             caps: Vec::new(),
@@ -120,21 +94,6 @@ impl Runtime {
                     .map(|n| Arc::new(tokio::sync::Semaphore::new(n.value as usize)))
             })
             .collect();
-        for s in rt.config.all_listener_settings() {
-            for params in s.auth_parameters() {
-                if let AuthBackend::File(path) = &params.backend.value
-                    && !files.contains_key(path)
-                {
-                    match PasswordFile::load(path) {
-                        Ok(f) => {
-                            files.insert(path.clone(), Arc::new(Backend::File(f)));
-                        }
-                        Err(e) => errors.push(e),
-                    }
-                }
-            }
-        }
-        rt.files = files;
         rt.caps = caps;
         // Every client class of every enabled Listen: clients matching no Peer, and each Peer.
         for (i, listen) in listener.listens.iter().enumerate() {
@@ -190,11 +149,7 @@ impl Runtime {
     }
 
     pub fn backend(&self, b: &AuthBackend) -> Option<Arc<Backend>> {
-        match b {
-            AuthBackend::SmtpAuthProxy => self.proxy.clone(),
-            AuthBackend::File(p) => self.files.get(p).cloned(),
-            AuthBackend::Unsupported(_) => None,
-        }
+        self.backends.get(b)
     }
 
     /// A session identifier for logs: process id and a counter, unique for the process's life.

@@ -11,7 +11,8 @@
 
 pub mod pool;
 
-use crate::auth::{CramChallenge, Credentials, Outcome, Proof, Verdict};
+use super::credentials::{CramChallenge, Credentials, Proof};
+use super::verdict::{Outcome, Verdict};
 use crate::client::{ClientError, SmtpClient, tls};
 use crate::datasource::Datasource;
 use crate::model::addr::HostPort;
