@@ -14,6 +14,7 @@ pub mod datasource;
 pub mod date;
 #[doc(hidden)]
 pub mod fuzz_checks;
+pub mod header;
 pub mod listener;
 pub mod log;
 pub mod model;
@@ -21,3 +22,4 @@ pub mod net;
 pub mod privileges;
 pub mod reply;
 pub mod syslog;
+pub mod text;

@@ -1,9 +1,10 @@
 //! The daemon's log. One line per event, never a secret (callers pass user names at most).
 //!
-//! Lines go to stderr, which is the journal under systemd; the syslog sink for daemon mode
-//! plugs in here. Lines are gathered and written by one thread, a batch at a time, so a busy
-//! daemon spends one system call per batch rather than one per line; a line waits at most
-//! [`BATCH_DELAY`] before it is written.
+//! Lines go to stderr, which is the journal under systemd, or to syslog in daemon mode. Lines
+//! are gathered and written by one thread, a batch at a time, so a busy daemon spends one system
+//! call per batch rather than one per line, and a sink that stalls (a full pipe, a stuck
+//! syslogd) stalls only that thread: past a bound, lines are dropped and the count reported.
+//! A line waits at most [`BATCH_DELAY`] before it is written.
 
 use std::fmt;
 use std::io::Write as _;
@@ -38,8 +39,8 @@ pub fn pid() -> u32 {
 /// `facility` (RFC 5424 number; mail, 2, by default). acctlog lines use the same.
 pub fn to_syslog(ident: &str, facility: u8) {
     let _ = SYSLOG.set(crate::syslog::Syslog::new(ident, pid()));
-    SYSLOG_FACILITY.store(facility, std::sync::atomic::Ordering::SeqCst);
-    SYSLOG_MODE.store(true, std::sync::atomic::Ordering::SeqCst);
+    SYSLOG_FACILITY.store(facility, Ordering::SeqCst);
+    SYSLOG_MODE.store(true, Ordering::SeqCst);
 }
 
 static SYSLOG_MODE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -54,84 +55,153 @@ fn facility() -> u8 {
     SYSLOG_FACILITY.load(Ordering::Relaxed)
 }
 
+/// Queues one line. Whatever the text holds, it stays one line: control characters (a CR or
+/// LF in a client's user name or HELO) are escaped here, for every line of every kind.
 pub fn write(level: Level, args: fmt::Arguments<'_>) {
     if !enabled(level) {
         return;
     }
-    if SYSLOG_MODE.load(std::sync::atomic::Ordering::Relaxed) {
-        let _ = syslog().send(facility(), level as u8, &args.to_string());
-        return;
-    }
-    let tag = match level {
-        Level::Error => "error",
-        Level::Warning => "warning",
-        Level::Info => "info",
-        Level::Debug => "debug",
+    let text = args.to_string();
+    let text = match crate::text::escape_controls(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(escaped) => escaped,
     };
-    let line = format!("smtp-auth-proxy[{}]: {tag}: {args}\n", pid());
-    let sink = sink();
-    let mut pending = sink.pending.lock().unwrap_or_else(|p| p.into_inner());
-    let was_empty = pending.is_empty();
-    pending.extend_from_slice(line.as_bytes());
-    if pending.len() > MAX_PENDING {
-        // Logging faster than stderr takes it: write here rather than grow without bound.
-        let _ = std::io::stderr().lock().write_all(&pending);
-        pending.clear();
-    } else if was_empty {
-        sink.ready.notify_one();
-    }
-}
-
-/// How long a line may wait to be written with others.
-pub const BATCH_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
-const MAX_PENDING: usize = 1 << 20;
-
-struct Sink {
-    pending: std::sync::Mutex<Vec<u8>>,
-    ready: std::sync::Condvar,
-}
-
-fn sink() -> &'static Sink {
-    static SINK: std::sync::OnceLock<Sink> = std::sync::OnceLock::new();
-    SINK.get_or_init(|| {
-        let _ = std::thread::Builder::new().name("log".into()).spawn(|| {
-            loop {
-                let s = sink();
-                let batch = {
-                    let mut pending = s.pending.lock().unwrap_or_else(|p| p.into_inner());
-                    while pending.is_empty() {
-                        pending = s.ready.wait(pending).unwrap_or_else(|p| p.into_inner());
-                    }
-                    drop(pending);
-                    std::thread::sleep(BATCH_DELAY);
-                    std::mem::take(&mut *s.pending.lock().unwrap_or_else(|p| p.into_inner()))
-                };
-                let _ = std::io::stderr().lock().write_all(&batch);
-            }
-        });
-        Sink {
-            pending: std::sync::Mutex::new(Vec::new()),
-            ready: std::sync::Condvar::new(),
-        }
-    })
-}
-
-/// Writes whatever is waiting; for the end of the process.
-pub fn flush() {
-    let batch = std::mem::take(&mut *sink().pending.lock().unwrap_or_else(|p| p.into_inner()));
-    let _ = std::io::stderr().lock().write_all(&batch);
+    queue().push(Entry {
+        kind: Kind::Log(level),
+        text,
+    });
 }
 
 /// Momentum's acctlog line for one authentication attempt: to syslog, facility mail; to the
 /// log when no syslog daemon listens, so that no attempt goes unrecorded.
 pub fn acctlog(line: &str) {
-    if !syslog().send(
-        facility(),
-        crate::syslog::SEVERITY_INFO,
-        &format!("acctlog: {line}"),
-    ) {
-        write(Level::Info, format_args!("acctlog: {line}"));
+    queue().push(Entry {
+        kind: Kind::Acct,
+        text: crate::text::escape_controls(line).into_owned(),
+    });
+}
+
+/// How long a line may wait to be written with others.
+pub const BATCH_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
+/// Bytes of lines waiting to be written; past this, new lines are dropped (and counted) rather
+/// than let a stalled stderr or syslogd stall the sessions that log.
+const MAX_PENDING: usize = 1 << 20;
+
+enum Kind {
+    Log(Level),
+    Acct,
+}
+
+struct Entry {
+    kind: Kind,
+    text: String,
+}
+
+#[derive(Default)]
+struct Pending {
+    entries: Vec<Entry>,
+    bytes: usize,
+    dropped: u64,
+}
+
+/// The lines waiting for the writer thread. Serving threads only ever take this lock and push:
+/// the writing (a pipe, a journal, a syslog socket, any of which can block) happens on the
+/// writer thread alone.
+struct Queue {
+    pending: std::sync::Mutex<Pending>,
+    ready: std::sync::Condvar,
+}
+
+impl Queue {
+    fn push(&self, e: Entry) {
+        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if p.bytes + e.text.len() > MAX_PENDING {
+            p.dropped += 1;
+            return;
+        }
+        let was_empty = p.entries.is_empty();
+        p.bytes += e.text.len();
+        p.entries.push(e);
+        if was_empty {
+            self.ready.notify_one();
+        }
     }
+
+    fn take(&self) -> Pending {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+fn queue() -> &'static Queue {
+    static QUEUE: std::sync::OnceLock<Queue> = std::sync::OnceLock::new();
+    QUEUE.get_or_init(|| {
+        let _ = std::thread::Builder::new().name("log".into()).spawn(writer);
+        Queue {
+            pending: std::sync::Mutex::new(Pending::default()),
+            ready: std::sync::Condvar::new(),
+        }
+    })
+}
+
+/// The writer thread: waits for lines, lets more gather for [`BATCH_DELAY`], writes them all.
+fn writer() {
+    loop {
+        let q = queue();
+        {
+            let mut p = q.pending.lock().unwrap_or_else(|p| p.into_inner());
+            while p.entries.is_empty() && p.dropped == 0 {
+                p = q.ready.wait(p).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        std::thread::sleep(BATCH_DELAY);
+        emit(q.take());
+    }
+}
+
+fn emit(batch: Pending) {
+    let syslog_mode = SYSLOG_MODE.load(Ordering::Relaxed);
+    let mut stderr = Vec::new();
+    let mut line = |level: Level, text: &str| {
+        if syslog_mode {
+            let _ = syslog().send(facility(), level as u8, text);
+        } else {
+            let tag = match level {
+                Level::Error => "error",
+                Level::Warning => "warning",
+                Level::Info => "info",
+                Level::Debug => "debug",
+            };
+            let _ = writeln!(stderr, "smtp-auth-proxy[{}]: {tag}: {text}", pid());
+        }
+    };
+    for e in &batch.entries {
+        match e.kind {
+            Kind::Log(level) => line(level, &e.text),
+            Kind::Acct => {
+                let acct = format!("acctlog: {}", e.text);
+                if !syslog().send(facility(), crate::syslog::SEVERITY_INFO, &acct) {
+                    line(Level::Info, &acct);
+                }
+            }
+        }
+    }
+    if batch.dropped > 0 {
+        line(
+            Level::Warning,
+            &format!(
+                "{} log line(s) dropped: the log sink did not keep up",
+                batch.dropped
+            ),
+        );
+    }
+    if !stderr.is_empty() {
+        let _ = std::io::stderr().lock().write_all(&stderr);
+    }
+}
+
+/// Writes whatever is waiting; for the end of the process.
+pub fn flush() {
+    emit(queue().take());
 }
 
 #[macro_export]

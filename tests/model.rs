@@ -186,16 +186,16 @@ ESMTP_Listener {
     let l25 = &l.listens[0];
     let at = |listen, client: Option<&str>| Effective::new(&c.global, l, listen, client.map(ip));
     assert_eq!(
-        at(l25, Some("10.1.2.3")).idle_time().as_secs(),
+        at(l25, Some("10.1.2.3")).idle_time().unwrap().as_secs(),
         400,
         "Listen-level Peer first"
     );
     assert_eq!(
-        at(l25, Some("10.1.2.4")).idle_time().as_secs(),
+        at(l25, Some("10.1.2.4")).idle_time().unwrap().as_secs(),
         300,
         "then the Listen"
     );
-    assert_eq!(at(l25, None).idle_time().as_secs(), 300);
+    assert_eq!(at(l25, None).idle_time().unwrap().as_secs(), 300);
     assert_eq!(
         at(l25, Some("10.1.2.3")).max_message_size(),
         Some(2000),
@@ -213,11 +213,14 @@ ESMTP_Listener {
     );
     let l26 = &l.listens[1];
     assert_eq!(
-        at(l26, Some("10.1.9.9")).idle_time().as_secs(),
+        at(l26, Some("10.1.9.9")).idle_time().unwrap().as_secs(),
         250,
         "most specific listener Peer"
     );
-    assert_eq!(at(l26, Some("10.200.0.1")).idle_time().as_secs(), 200);
+    assert_eq!(
+        at(l26, Some("10.200.0.1")).idle_time().unwrap().as_secs(),
+        200
+    );
     assert!(at(l25, None).require_ehlo(), "global");
     // relay_hosts: a listener value replaces the global list, it does not add to it.
     let r25 = at(l25, None).relay_hosts().unwrap();
@@ -227,7 +230,7 @@ ESMTP_Listener {
         !r26.value.iter().any(|c| c.contains(ip("192.0.2.9")))
             && r26.value[0].contains(ip("10.3.3.3"))
     );
-    assert_eq!(at(l26, None).idle_time().as_secs(), 100);
+    assert_eq!(at(l26, None).idle_time().unwrap().as_secs(), 100);
 }
 
 #[test]
@@ -461,6 +464,9 @@ smtp_auth_proxy {
   host = ( "mx1.example.com:587" "[2001:db8::1]" )
   port = 2525
   timeout = 20
+  tls = required
+  tls_verify = host
+  tls_ca = "tls/cert.pem"
   ds_cache = "upstreams"
   query = "SELECT host FROM auth_servers WHERE username = :username"
 }

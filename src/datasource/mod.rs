@@ -28,6 +28,37 @@ struct Job {
     reply: oneshot::Sender<Result<Option<String>, String>>,
 }
 
+/// Why a lookup gave no answer. Kept typed to the end: a timeout is reported as one (acctlog's
+/// `T`), not folded into a string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupError {
+    /// No answer by the deadline.
+    Timeout,
+    /// Every thread is busy and the queue is full: the database is too slow to wait for.
+    QueueFull,
+    /// The datasource's threads are gone.
+    Stopped,
+    /// The database (or every URI of it) failed: the driver's words.
+    Database(String),
+}
+
+impl LookupError {
+    pub fn is_timeout(&self) -> bool {
+        *self == LookupError::Timeout
+    }
+}
+
+impl std::fmt::Display for LookupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LookupError::Timeout => f.write_str("lookup timed out"),
+            LookupError::QueueFull => f.write_str("lookup queue full"),
+            LookupError::Stopped => f.write_str("datasource stopped"),
+            LookupError::Database(e) => f.write_str(e),
+        }
+    }
+}
+
 pub struct Datasource {
     pub name: String,
     jobs: SyncSender<Job>,
@@ -74,7 +105,7 @@ impl Datasource {
         query: &Arc<Query>,
         username: &str,
         deadline: tokio::time::Instant,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, LookupError> {
         let now = Instant::now();
         let cached = self.cache.as_ref().and_then(|c| {
             c.lock()
@@ -114,7 +145,7 @@ impl Datasource {
         query: &Arc<Query>,
         username: &str,
         deadline: tokio::time::Instant,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, LookupError> {
         let (reply, rx) = oneshot::channel();
         let job = Job {
             query: query.clone(),
@@ -123,13 +154,13 @@ impl Datasource {
         };
         match self.jobs.try_send(job) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err("lookup queue full".into()),
-            Err(TrySendError::Disconnected(_)) => return Err("datasource stopped".into()),
+            Err(TrySendError::Full(_)) => return Err(LookupError::QueueFull),
+            Err(TrySendError::Disconnected(_)) => return Err(LookupError::Stopped),
         }
         match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err("datasource thread ended".into()),
-            Err(_) => Err("lookup timed out".into()),
+            Ok(Ok(r)) => r.map_err(LookupError::Database),
+            Ok(Err(_)) => Err(LookupError::Stopped),
+            Err(_) => Err(LookupError::Timeout),
         }
     }
 }
@@ -185,17 +216,69 @@ fn worker(name: &str, id: usize, uris: &[String], jobs: &Mutex<Receiver<Job>>) {
     }
 }
 
-/// A connection string with its password values hidden, for logs.
+/// A connection string with its password values hidden, for logs. Attributes are read as ODBC
+/// writes them: `key=value;`, a value in braces may hold `;` and `=`, and `}}` inside braces
+/// is a literal `}`; the whole value of `PWD` / `Password`, braces and all, becomes `***`.
 pub fn redact(conn: &str) -> String {
-    conn.split(';')
-        .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("pwd") || k.eq_ignore_ascii_case("password") => {
-                format!("{k}=***")
+    let mut out = String::with_capacity(conn.len());
+    let mut rest = conn;
+    while !rest.is_empty() {
+        let (key, after_key) = match rest.split_once('=') {
+            Some(kv) => kv,
+            // A trailing fragment without `=` holds no value to hide.
+            None => {
+                out.push_str(rest);
+                break;
             }
-            _ => kv.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(";")
+        };
+        let value_len = if after_key.starts_with('{') {
+            braced_len(after_key)
+        } else {
+            after_key.find(';').unwrap_or(after_key.len())
+        };
+        let (value, tail) = after_key.split_at(value_len);
+        out.push_str(key);
+        out.push('=');
+        let secret = ["pwd", "password"]
+            .iter()
+            .any(|k| key.trim().eq_ignore_ascii_case(k));
+        out.push_str(if secret { "***" } else { value });
+        // The separator (and anything up to it, for a brace closed early) is kept as written.
+        match tail.find(';') {
+            Some(i) => {
+                if !secret {
+                    out.push_str(&tail[..i]);
+                }
+                out.push(';');
+                rest = &tail[i + 1..];
+            }
+            None => {
+                if !secret {
+                    out.push_str(tail);
+                }
+                rest = "";
+            }
+        }
+    }
+    out
+}
+
+/// The length of a braced value at the start of `s` (`{...}`, with `}}` standing for `}`),
+/// through its closing brace; the whole of `s` when the brace is never closed.
+fn braced_len(s: &str) -> usize {
+    let b = s.as_bytes();
+    let mut i = 1;
+    while i < b.len() {
+        if b[i] == b'}' {
+            if b.get(i + 1) == Some(&b'}') {
+                i += 2;
+                continue;
+            }
+            return i + 1;
+        }
+        i += 1;
+    }
+    b.len()
 }
 
 /// `--check-datasources`: connects to every URI and prepares the query there (blocking).
@@ -212,4 +295,25 @@ pub fn check(cfg: &Config, query: &Query) -> Vec<String> {
         }
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_are_hidden_whole_braces_and_all() {
+        assert_eq!(
+            redact("Driver={PostgreSQL Unicode};Server=db;UID=u;PWD={Top;Secret-42};Port=5432;"),
+            "Driver={PostgreSQL Unicode};Server=db;UID=u;PWD=***;Port=5432;"
+        );
+        assert_eq!(redact("PWD={a}}b;c=d};UID=x"), "PWD=***;UID=x");
+        assert_eq!(redact("password=plain;UID=x"), "password=***;UID=x");
+        // An unclosed brace hides everything after it rather than leak a part.
+        assert_eq!(redact("UID=x;PWD={never;closed=1"), "UID=x;PWD=***");
+        assert_eq!(
+            redact("Driver=SQLite3;Database=/tmp/a.db"),
+            "Driver=SQLite3;Database=/tmp/a.db"
+        );
+    }
 }

@@ -121,7 +121,7 @@ impl Session {
             Decision::Delay(wait) => tokio::time::sleep(wait).await,
             Decision::Refuse => {
                 log_warning!(
-                    "session {}: AUTH refused without checking: too many failures from {} or for user={}",
+                    "session {}: AUTH refused without checking: too many failures from {} (its address or network); user={}",
                     self.id,
                     self.client,
                     creds.username

@@ -12,6 +12,18 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, timeout, timeout_at};
 
+/// Runs `fut` until `deadline`, or to its end when there is none (`Idle_Time = 0`).
+/// `Err(())`: the deadline passed first.
+pub async fn within<F: std::future::Future>(
+    deadline: Option<Instant>,
+    fut: F,
+) -> Result<F::Output, ()> {
+    match deadline {
+        Some(d) => timeout_at(d, fut).await.map_err(|_| ()),
+        None => Ok(fut.await),
+    }
+}
+
 /// RFC 4954 §4 lets an AUTH line (with its initial response) reach 12288 octets, the longest
 /// command line any extension in use here needs; RFC 5321's 512 is too short for it.
 pub const MAX_COMMAND_LINE: usize = 12288;
@@ -39,13 +51,14 @@ pub struct Connection {
     /// Start of the unconsumed bytes in `rbuf`.
     rpos: usize,
     wbuf: Vec<u8>,
-    pub idle: Duration,
+    /// `Idle_Time`; `None` (`Idle_Time = 0`) waits for ever.
+    pub idle: Option<Duration>,
     /// Whether the client was offered ENHANCEDSTATUSCODES (replies carry them only then).
     pub enhanced_codes: bool,
 }
 
 impl Connection {
-    pub fn new(io: BoxIo, idle: Duration) -> Connection {
+    pub fn new(io: BoxIo, idle: Option<Duration>) -> Connection {
         Connection {
             io,
             rbuf: Vec::new(),
@@ -65,9 +78,12 @@ impl Connection {
         if self.wbuf.is_empty() {
             return Ok(());
         }
-        let result = timeout(self.idle, async {
-            self.io.write_all(&self.wbuf).await?;
-            self.io.flush().await
+        let deadline = self.deadline();
+        let io = &mut self.io;
+        let wbuf = &self.wbuf;
+        let result = within(deadline, async {
+            io.write_all(wbuf).await?;
+            io.flush().await
         })
         .await;
         self.wbuf.clear();
@@ -91,9 +107,14 @@ impl Connection {
         self.rpos = 0;
     }
 
+    /// When a wait starting now must end: `Idle_Time` from now, or never.
+    fn deadline(&self) -> Option<Instant> {
+        self.idle.map(|d| Instant::now() + d)
+    }
+
     /// Reads more bytes into the buffer, flushing queued replies first, by `deadline`.
     /// Returns how many.
-    async fn fill(&mut self, room: usize, deadline: Instant) -> Result<usize, ReadError> {
+    async fn fill(&mut self, room: usize, deadline: Option<Instant>) -> Result<usize, ReadError> {
         self.flush().await.map_err(ReadError::Io)?;
         if self.rpos > 0 {
             self.rbuf.drain(..self.rpos);
@@ -101,7 +122,7 @@ impl Connection {
         }
         // read_buf fills spare capacity: no zeroing of the buffer before every read.
         self.rbuf.reserve(room);
-        let n = match timeout_at(deadline, self.io.read_buf(&mut self.rbuf)).await {
+        let n = match within(deadline, self.io.read_buf(&mut self.rbuf)).await {
             Err(_) => return Err(ReadError::Idle),
             Ok(Err(e)) => {
                 return Err(match e.kind() {
@@ -123,7 +144,7 @@ impl Connection {
     /// The whole line must arrive within `Idle_Time`: a client trickling a byte now and then
     /// (slow loris) does not hold its session for ever.
     pub async fn read_line(&mut self, max: usize) -> Result<Vec<u8>, ReadError> {
-        let deadline = Instant::now() + self.idle;
+        let deadline = self.deadline();
         let mut scanned = 0;
         loop {
             let pending = &self.rbuf[self.rpos..];
@@ -149,7 +170,7 @@ impl Connection {
     }
 
     /// Discards input up to and including the next LF.
-    async fn skip_line(&mut self, deadline: Instant) -> Result<(), ReadError> {
+    async fn skip_line(&mut self, deadline: Option<Instant>) -> Result<(), ReadError> {
         loop {
             let pending = &self.rbuf[self.rpos..];
             if let Some(nl) = pending.iter().position(|&b| b == b'\n') {
@@ -165,7 +186,7 @@ impl Connection {
     /// buffered. The caller says how many it used with [`Connection::consume`].
     pub async fn data_chunk(&mut self) -> Result<&[u8], ReadError> {
         if self.rpos == self.rbuf.len() {
-            self.fill(DATA_CHUNK, Instant::now() + self.idle).await?;
+            self.fill(DATA_CHUNK, self.deadline()).await?;
         }
         Ok(&self.rbuf[self.rpos..])
     }

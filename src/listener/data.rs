@@ -12,6 +12,7 @@ use super::connection::ReadError;
 use super::relay::unavailable;
 use super::session::{Flow, Session};
 use crate::date::rfc5322_date;
+use crate::header::HeaderField;
 use crate::reply::Reply;
 use crate::{log_info, log_warning};
 use std::time::SystemTime;
@@ -258,7 +259,9 @@ impl Session {
         Flow::Continue
     }
 
-    /// The trace header this server adds (RFC 5321 §4.4), with the RFC 3848 protocol name.
+    /// The trace header this server adds (RFC 5321 §4.4), with the RFC 3848 protocol name. The
+    /// HELO name and an XCLIENT NAME are the client's words: `HeaderField` keeps them inside
+    /// the field whatever they hold.
     fn received_header(&self) -> String {
         let helo = self.helo.as_ref();
         let mut proto = String::from(if helo.is_some_and(|h| !h.esmtp) {
@@ -274,32 +277,36 @@ impl Session {
                 proto.push('A');
             }
         }
-        let from = match self.client.ip {
-            Some(ip) => format!(
-                "{} ({}[{ip}])",
-                helo.map_or("unknown", |h| h.name.as_str()),
-                self.client_name
-                    .as_deref()
-                    .map(|n| format!("{n} "))
-                    .unwrap_or_default()
-            ),
-            None => format!(
-                "{} (unix socket)",
-                helo.map_or("unknown", |h| h.name.as_str())
-            ),
-        };
-        let tls = self
-            .tls
-            .as_deref()
-            .map(|t| format!(" ({t})"))
-            .unwrap_or_default();
-        format!(
-            "Received: from {from}\r\n\tby {} (smtp-auth-proxy){tls} with {proto} id {}.{};\r\n\t{}\r\n",
-            self.scope.hostname,
+        let mut f = HeaderField::new("Received");
+        f.push("from ")
+            .push(helo.map_or("unknown", |h| h.name.as_str()));
+        match self.client.ip {
+            Some(ip) => {
+                f.push(" (");
+                if let Some(name) = &self.client_name {
+                    f.push(name).push(" ");
+                }
+                f.push(&format!("[{ip}])"));
+            }
+            None => {
+                f.push(" (unix socket)");
+            }
+        }
+        f.fold()
+            .push("by ")
+            .push(&self.scope.hostname)
+            .push(" (smtp-auth-proxy)");
+        if let Some(t) = &self.tls {
+            f.push(" (").push(t).push(")");
+        }
+        f.push(&format!(
+            " with {proto} id {}.{};",
             self.id,
-            self.messages + 1,
-            rfc5322_date(SystemTime::now())
-        )
+            self.messages + 1
+        ))
+        .fold()
+        .push(&rfc5322_date(SystemTime::now()));
+        f.finish()
     }
 }
 

@@ -63,6 +63,7 @@ pub fn rcpt_grant(
     }
     match to {
         Path::Postmaster => Some(RcptGrant::Postmaster),
+        Path::Mailbox(m) if routes_onward(&m.local) => None,
         Path::Mailbox(m) => relay_domains
             .unwrap_or(&[])
             .iter()
@@ -70,6 +71,16 @@ pub fn rcpt_grant(
             .then_some(RcptGrant::RelayDomain),
         Path::Null => None,
     }
+}
+
+/// Whether a local part asks the receiving system to route the mail on: the percent hack
+/// (`user%elsewhere@here`), a UUCP bang path (`elsewhere!user@here`), or an address inside a
+/// quoted local part (`"user@elsewhere"@here`). A next hop that honours any of these (Postfix
+/// does for its own domains) would relay for anyone who can reach a relay_domains address, so
+/// without a relay right such recipients are refused, as Postfix's `reject_unauth_destination`
+/// refuses them. Checked on the local part as written, quotes and escapes included.
+pub fn routes_onward(local: &str) -> bool {
+    local.contains(['%', '!', '@'])
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,6 +159,37 @@ mod tests {
         assert_eq!(
             rcpt_grant(false, None, &Path::Postmaster),
             Some(RcptGrant::Postmaster)
+        );
+    }
+
+    #[test]
+    fn relay_domains_do_not_open_sender_specified_routing() {
+        let domains = [DomainPattern::Exact("relay.example".into())];
+        let local = |l: &str| {
+            Path::Mailbox(Mailbox {
+                local: l.into(),
+                domain: "relay.example".into(),
+            })
+        };
+        for routed in [
+            "v%victim.example",
+            "victim.example!v",
+            "\"v@victim.example\"",
+        ] {
+            assert_eq!(
+                rcpt_grant(false, Some(&domains), &local(routed)),
+                None,
+                "{routed}"
+            );
+            // A client with a relay right may send to anything anyway.
+            assert_eq!(
+                rcpt_grant(true, Some(&domains), &local(routed)),
+                Some(RcptGrant::Relay)
+            );
+        }
+        assert_eq!(
+            rcpt_grant(false, Some(&domains), &local("plain.user+tag")),
+            Some(RcptGrant::RelayDomain)
         );
     }
 

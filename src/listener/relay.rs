@@ -124,6 +124,10 @@ impl Session {
         if r.code != 220 {
             return Err(format!("XCLIENT {r}"));
         }
+        // XCLIENT starts a fresh session at the next hop, and Postfix takes the HELO name from
+        // the EHLO that follows, not from XCLIENT's HELO attribute: say the client's own name
+        // there, or its Received: line and HELO checks would see ours.
+        let name = self.helo.as_ref().map_or(name, |h| h.name.clone());
         let r = hop.ehlo(&name).await.map_err(|e| e.to_string())?;
         if !r.is_positive() {
             return Err(format!("EHLO after XCLIENT {r}"));

@@ -25,7 +25,8 @@ pub struct ClientScope {
     pub mechanisms: Vec<OfferedMechanism>,
     pub relay: RelayRight,
     pub require_ehlo: bool,
-    pub idle_time: Duration,
+    /// `None`: `Idle_Time = 0`, no limit.
+    pub idle_time: Option<Duration>,
     pub max_message_size: Option<u64>,
     pub hostname: Arc<str>,
     pub injection_policy: InjectionPolicy,

@@ -318,7 +318,9 @@ pub(crate) async fn start(
     let mut prefix = Vec::new();
     if settings.proxy_protocol.as_ref().is_some_and(|p| p.value) {
         // Before the header the client has no address of its own: the unpeered scope's wait.
-        let idle = ClientScope::resolve(&rt, listen, None).idle_time;
+        let idle = ClientScope::resolve(&rt, listen, None)
+            .idle_time
+            .unwrap_or(crate::model::listener::DEFAULT_IDLE_TIME);
         match read_proxy_header(&mut io, idle).await {
             Ok((header, rest)) => {
                 if let Some(src) = header.source {

@@ -16,12 +16,13 @@ pub async fn handshake(
     config: Arc<ServerConfig>,
     io: BoxIo,
     prefix: Vec<u8>,
-    limit: Duration,
+    limit: Option<Duration>,
 ) -> Result<(BoxIo, String), String> {
     let acceptor = TlsAcceptor::from(config);
-    let stream = tokio::time::timeout(limit, acceptor.accept(Prefixed::new(prefix, io)))
+    let deadline = limit.map(|l| tokio::time::Instant::now() + l);
+    let stream = super::connection::within(deadline, acceptor.accept(Prefixed::new(prefix, io)))
         .await
-        .map_err(|_| "TLS handshake timed out".to_owned())?
+        .map_err(|()| "TLS handshake timed out".to_owned())?
         .map_err(|e| format!("TLS handshake failed: {e}"))?;
     let (_, conn) = stream.get_ref();
     let info = format!(
@@ -53,6 +54,17 @@ impl Session {
         };
         if !self.helo.as_ref().is_some_and(|h| h.esmtp) {
             self.reject(503, (5, 5, 1), "Send EHLO first");
+            return Flow::Continue;
+        }
+        // RFC 3207 §4.2 resets the session after the handshake; in the middle of a transaction
+        // that would leave the next hop holding an envelope the client has forgotten. Postfix
+        // refuses here too.
+        if self.txn.is_some() {
+            self.reject(
+                503,
+                (5, 5, 1),
+                "STARTTLS not permitted inside a mail transaction",
+            );
             return Flow::Continue;
         }
         // Commands pipelined behind STARTTLS were sent in clear text and could have been
@@ -97,10 +109,13 @@ impl Session {
             Ok((io, info)) => {
                 log_info!("session {}: STARTTLS {info}", self.id);
                 self.conn.replace_io(io);
-                // RFC 3207 §4.2: forget everything learnt before TLS.
+                // RFC 3207 §4.2: forget everything learnt before TLS, the next hop's
+                // connection included (it may hold state, or an AUTH upstream's session,
+                // from before).
                 self.helo = None;
                 self.auth = None;
                 self.txn = None;
+                self.abandon_hop().await;
                 self.conn.enhanced_codes = false;
                 self.tls = Some(info);
                 self.set_context("tls", "on");

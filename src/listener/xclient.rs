@@ -4,14 +4,37 @@
 
 use super::session::{ClientAddr, Session};
 use crate::log_info;
+use crate::model::addr::is_hostname;
 use crate::reply::Reply;
 use std::borrow::Cow;
 use std::net::IpAddr;
 
+/// XSETCONTEXT bounds: a session's context is a few keys a trusted peer sets, not storage.
+pub const MAX_CONTEXT_KEYS: usize = 64;
+pub const MAX_CONTEXT_KEY: usize = 64;
+pub const MAX_CONTEXT_VALUE: usize = 1024;
+
+/// `[UNAVAILABLE]` / `[TEMPUNAVAIL]`: Postfix's words for an attribute the proxy does not know.
+fn unavailable(v: &str) -> bool {
+    v.eq_ignore_ascii_case("[UNAVAILABLE]") || v.eq_ignore_ascii_case("[TEMPUNAVAIL]")
+}
+
+/// A HELO name or LOGIN as XCLIENT may set it: no control characters (the values arrive
+/// xtext-encoded, so `+0D+0A` would otherwise decode to a line break that ends up in our
+/// `Received:` field and in the next hop's command stream), no white space in a HELO name,
+/// and a sane length.
+fn plain_value(v: &str, spaces: bool) -> bool {
+    !v.is_empty()
+        && v.len() <= 255
+        && !v
+            .chars()
+            .any(|c| c.is_control() || (!spaces && c.is_whitespace()))
+}
+
 /// Parses an XCLIENT/XREMOTEIP address: IPv4, `IPV6:addr` (Postfix's form), a bare IPv6, or
 /// `[addr]`. `Ok(None)`: `[UNAVAILABLE]` / `[TEMPUNAVAIL]`.
 fn parse_addr(v: &str) -> Result<Option<IpAddr>, ()> {
-    if v.eq_ignore_ascii_case("[UNAVAILABLE]") || v.eq_ignore_ascii_case("[TEMPUNAVAIL]") {
+    if unavailable(v) {
         return Ok(None);
     }
     let v = v
@@ -43,27 +66,39 @@ impl Session {
         let mut name = self.client_name.clone();
         let mut helo = None;
         let mut login = None;
+        // Every value is checked as Postfix checks it, and nothing is applied unless all are
+        // good: a 501 leaves the session as it was.
         for (k, v) in &attrs {
+            let bad = |what: &str| format!("Bad XCLIENT {what} value");
             match k.to_ascii_uppercase().as_str() {
                 "ADDR" => match parse_addr(v) {
                     Ok(ip) => client.ip = ip,
                     Err(()) => {
-                        self.reject(501, (5, 5, 4), "Bad XCLIENT ADDR");
+                        self.reject(501, (5, 5, 4), bad("ADDR"));
                         return;
                     }
                 },
                 "PORT" => match v.parse::<u16>() {
                     Ok(p) => client.port = Some(p),
-                    Err(_) if v.starts_with('[') => client.port = None,
+                    Err(_) if unavailable(v) => client.port = None,
                     Err(_) => {
-                        self.reject(501, (5, 5, 4), "Bad XCLIENT PORT");
+                        self.reject(501, (5, 5, 4), bad("PORT"));
                         return;
                     }
                 },
-                "NAME" => name = (!v.starts_with('[')).then(|| v.clone()),
-                "HELO" => helo = (!v.starts_with('[')).then(|| v.clone()),
-                "LOGIN" => login = (!v.starts_with('[')).then(|| v.clone()),
-                "PROTO" | "DESTADDR" | "DESTPORT" => {}
+                "NAME" if unavailable(v) => name = None,
+                "NAME" if is_hostname(v) => name = Some(v.clone()),
+                "HELO" if unavailable(v) => helo = None,
+                "HELO" if plain_value(v, false) => helo = Some(v.clone()),
+                "LOGIN" if unavailable(v) => login = None,
+                "LOGIN" if plain_value(v, true) => login = Some(v.clone()),
+                "PROTO" if v.eq_ignore_ascii_case("SMTP") || v.eq_ignore_ascii_case("ESMTP") => {}
+                "DESTADDR" if parse_addr(v).is_ok() => {}
+                "DESTPORT" if unavailable(v) || v.parse::<u16>().is_ok() => {}
+                what @ ("NAME" | "HELO" | "LOGIN" | "PROTO" | "DESTADDR" | "DESTPORT") => {
+                    self.reject(501, (5, 5, 4), bad(what));
+                    return;
+                }
                 other => {
                     self.reject(
                         501,
@@ -121,7 +156,38 @@ impl Session {
     }
 
     /// XSETCONTEXT k=v …: sets connection-context keys; a later value replaces an earlier one.
+    /// Keys and values are bounded (count and size) and free of control characters: they are
+    /// echoed by XDUMPCONTEXT and kept for the session's life. All pairs or none are applied.
     pub fn xsetcontext(&mut self, pairs: Vec<(String, String)>) {
+        for (k, v) in &pairs {
+            let key_ok = k.len() <= MAX_CONTEXT_KEY && k.bytes().all(|b| b.is_ascii_graphic());
+            if !key_ok || v.len() > MAX_CONTEXT_VALUE || v.chars().any(char::is_control) {
+                self.reject(
+                    501,
+                    (5, 5, 4),
+                    format!(
+                        "XSETCONTEXT keys are up to {MAX_CONTEXT_KEY} printable characters, values up to {MAX_CONTEXT_VALUE} bytes without control characters"
+                    ),
+                );
+                return;
+            }
+        }
+        let new_keys = pairs
+            .iter()
+            .enumerate()
+            .filter(|(i, (k, _))| {
+                !self.context.iter().any(|(c, _)| c == k)
+                    && !pairs[..*i].iter().any(|(p, _)| p == k)
+            })
+            .count();
+        if self.context.len() + new_keys > MAX_CONTEXT_KEYS {
+            self.reject(
+                501,
+                (5, 5, 4),
+                format!("XSETCONTEXT: at most {MAX_CONTEXT_KEYS} context keys per session"),
+            );
+            return;
+        }
         for (k, v) in &pairs {
             self.set_context(k, v);
         }

@@ -122,6 +122,17 @@ pub fn is_hostname(s: &str) -> bool {
         })
 }
 
+/// `localhost` or a loopback address (bracketed or not): a connection that never leaves the
+/// machine.
+pub fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Where a `Listen` scope accepts connections.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ListenAddr {

@@ -318,6 +318,45 @@ fn check_auth_proxy(cx: &mut Cx, config: &Config) {
             "smtp_auth_proxy is configured but no Auth*Parameters `uri` uses `smtp_auth_proxy://`",
         ));
     }
+    if p.enabled && used {
+        check_upstream_tls(cx, p);
+    }
+}
+
+/// The client side warns where passwords arrive in clear text; this is the same danger on the
+/// way out. Unless `tls = required`, a password goes in clear text to an upstream that does not
+/// offer STARTTLS, or to one whose STARTTLS an attacker on the path strips from the EHLO reply;
+/// without `tls_verify`, an attacker can also answer the handshake himself. Loopback upstreams
+/// never cross a network. Hosts a datasource names are not known until a user logs in: the
+/// engine warns at run time when one of them, off loopback, takes a password in clear text.
+fn check_upstream_tls(cx: &mut Cx, p: &super::proxy::SmtpAuthProxy) {
+    use super::proxy::{TlsVerify, UpstreamTls};
+    let remote: Vec<String> = p
+        .hosts
+        .iter()
+        .filter(|h| !super::addr::is_loopback_host(&h.value.host))
+        .map(|h| h.value.to_string())
+        .collect();
+    if remote.is_empty() {
+        return;
+    }
+    let to = remote.join(", ");
+    match (p.tls, p.tls_verify) {
+        (UpstreamTls::Required, TlsVerify::No) => cx.diags.push(Diagnostic::warning(
+            p.origin,
+            format!(
+                "DANGER: smtp_auth_proxy sends passwords to {to} over TLS without checking the certificate (`tls_verify = no`): anyone on the path can answer the handshake and read them (set `tls_verify = host` with `tls_ca`)"
+            ),
+        )),
+        (UpstreamTls::Required, _) => {}
+        (tls, _) => cx.diags.push(Diagnostic::warning(
+            p.origin,
+            format!(
+                "DANGER: smtp_auth_proxy may send passwords to {to} in clear text: with `tls = {}` an upstream that does not offer STARTTLS, or one whose STARTTLS an attacker strips, gets them unencrypted (set `tls = required`, and `tls_verify = host`)",
+                if tls == UpstreamTls::No { "no" } else { "ifavailable" }
+            ),
+        )),
+    }
 }
 
 fn uses_proxy(s: &ListenerSettings) -> bool {

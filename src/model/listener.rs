@@ -271,8 +271,14 @@ impl<'a> Effective<'a> {
         lookup!(self.require_ehlo).is_some_and(|b| b.value)
     }
 
-    pub fn idle_time(&self) -> Duration {
-        lookup!(self.idle_time).map_or(DEFAULT_IDLE_TIME, |d| d.value)
+    /// How long a client may keep us waiting; `None` for `Idle_Time = 0`, which in Momentum
+    /// means connections are never reaped for inactivity.
+    pub fn idle_time(&self) -> Option<Duration> {
+        match lookup!(self.idle_time) {
+            None => Some(DEFAULT_IDLE_TIME),
+            Some(d) if d.value.is_zero() => None,
+            Some(d) => Some(d.value),
+        }
     }
 
     pub fn max_message_size(&self) -> Option<u64> {

@@ -86,3 +86,4 @@ pub fn error_of(text: &str) -> String {
 }
 pub mod daemon;
 pub mod fake_upstream;
+pub mod postfix;

@@ -34,9 +34,16 @@ pub struct Engine {
     lookup: Option<(Arc<Datasource>, Arc<Query>)>,
     tls: UpstreamTls,
     tls_config: Arc<rustls::ClientConfig>,
-    /// Ready connections kept per serving thread for each configured host (`pool`).
-    pool: usize,
+    /// Ready connections to keep per serving thread for each configured host (`pool`).
+    pool_size: usize,
+    /// This engine's own ready connections: they were opened under its TLS settings.
+    pool: pool::Pool,
+    /// When each remote upstream was last reported as taking passwords in clear text.
+    clear_text_warned: std::sync::Mutex<std::collections::HashMap<HostPort, std::time::Instant>>,
 }
+
+/// How often a remote upstream without STARTTLS is reported again.
+const CLEAR_TEXT_WARNING_EVERY: Duration = Duration::from_secs(600);
 
 /// How one host's attempt ended.
 enum Attempt {
@@ -81,7 +88,9 @@ impl Engine {
             lookup,
             tls: cfg.tls,
             tls_config: tls::client_config(cfg.tls_verify, &cfg.tls_ca)?,
-            pool: cfg.pool,
+            pool_size: cfg.pool,
+            pool: pool::Pool::default(),
+            clear_text_warned: Default::default(),
         })
     }
 
@@ -169,10 +178,12 @@ impl Engine {
                     ds.name
                 ),
             )),
-            Err(e) => Err(Outcome::new(
-                Verdict::Error,
-                format!("Datasource \"{}\": {e}", ds.name),
-            )),
+            Err(e) => {
+                let mut o =
+                    Outcome::new(Verdict::Error, format!("Datasource \"{}\": {e}", ds.name));
+                o.timed_out = e.is_timeout();
+                Err(o)
+            }
         }
     }
 
@@ -188,7 +199,11 @@ impl Engine {
         }
         let offered = up.extension("STARTTLS").is_some();
         match (self.tls, offered) {
-            (UpstreamTls::No, _) | (UpstreamTls::IfAvailable, false) => return Ok(up),
+            (UpstreamTls::No, _) => return Ok(up),
+            (UpstreamTls::IfAvailable, false) => {
+                self.warn_clear_text(host);
+                return Ok(up);
+            }
             (UpstreamTls::Required, false) => {
                 return Err(Attempt::Error(
                     "tls = required, but the upstream does not offer STARTTLS".into(),
@@ -207,17 +222,42 @@ impl Engine {
         Ok(up)
     }
 
+    /// `tls = ifavailable` met an upstream without STARTTLS: passwords to it go in clear text.
+    /// Harmless on loopback; elsewhere an operator must hear of it (at most every ten minutes
+    /// per host), since an attacker on the path can cause it by stripping STARTTLS.
+    fn warn_clear_text(&self, host: &HostPort) {
+        if crate::model::addr::is_loopback_host(&host.host) {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let mut warned = self
+            .clear_text_warned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if warned
+            .get(host)
+            .is_some_and(|at| now.duration_since(*at) < CLEAR_TEXT_WARNING_EVERY)
+        {
+            return;
+        }
+        warned.insert(host.clone(), now);
+        crate::log_warning!(
+            "smtp_auth_proxy: upstream {host} does not offer STARTTLS: passwords go to it in clear text (tls = ifavailable; set tls = required to refuse)"
+        );
+    }
+
     /// A ready connection to `host`: from the pool when it has one (and the pool is topped up
     /// in the background), else opened now. The flag says it came from the pool.
     async fn connection(self: &Arc<Self>, host: &HostPort) -> Result<(SmtpClient, bool), Attempt> {
-        let pooled = self.pool > 0 && self.hosts.contains(host);
+        let pooled = self.pool_size > 0 && self.hosts.contains(host);
         if pooled {
-            let found = pool::take(host);
-            for _ in 0..pool::reserve(host, self.pool) {
+            let found = self.pool.take(host);
+            for _ in 0..self.pool.reserve(host, self.pool_size) {
                 let (engine, host) = (self.clone(), host.clone());
+                // A current-thread runtime: the task runs, and reports back, on this thread.
                 tokio::spawn(async move {
                     let conn = engine.open(&host).await.ok();
-                    pool::opened(&host, conn);
+                    engine.pool.opened(&host, conn);
                 });
             }
             if let Some(c) = found {

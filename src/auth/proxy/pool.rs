@@ -1,16 +1,20 @@
 //! Upstream connections opened ahead of need: connected, greeted, EHLO'd (and STARTTLS'd), each
 //! used for one AUTH. A login then costs the upstream one round trip instead of four.
 //!
-//! The pool is per serving thread (each thread has its own runtime, and a socket is best
-//! driven by the runtime that registered it) and per configured `host`. A connection that sat
-//! longer than [`MAX_IDLE`] is dropped unused, well inside the idle timeouts upstreams use
-//! (Postfix 300 s, Haraka 60 s); one that the upstream closed anyway fails at AUTH and the
-//! engine retries on a fresh connection.
+//! The pool belongs to the engine that opened its connections, so a connection made under one
+//! configuration's `tls` / `tls_verify` can never serve another's: after a reload the new
+//! engine starts empty, and the old pool closes with the old engine. Inside, connections are
+//! kept per serving thread (each thread has its own runtime, and a socket is best driven by the
+//! runtime that registered it) and per configured `host`. A connection that sat longer than
+//! [`MAX_IDLE`] is dropped unused, well inside the idle timeouts upstreams use (Postfix 300 s,
+//! Haraka 60 s); one that the upstream closed anyway fails at AUTH and the engine retries on a
+//! fresh connection.
 
 use crate::client::SmtpClient;
 use crate::model::addr::HostPort;
-use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 pub const MAX_IDLE: Duration = Duration::from_secs(20);
@@ -22,38 +26,48 @@ struct Host {
     opening: usize,
 }
 
-thread_local! {
-    static POOL: RefCell<HashMap<HostPort, Host>> = RefCell::new(HashMap::new());
+/// Ready connections of one engine. The lock is held for a few instructions, by one serving
+/// thread at a time per key in practice.
+#[derive(Default)]
+pub struct Pool {
+    hosts: Mutex<HashMap<(ThreadId, HostPort), Host>>,
 }
 
-/// A ready connection to `host`, the most recently opened one, if any is fresh enough.
-pub fn take(host: &HostPort) -> Option<SmtpClient> {
-    POOL.with_borrow_mut(|pool| {
-        let h = pool.get_mut(host)?;
+impl Pool {
+    fn with<R>(&self, host: &HostPort, f: impl FnOnce(&mut Host) -> R) -> R {
+        let key = (std::thread::current().id(), host.clone());
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        f(hosts.entry(key).or_default())
+    }
+
+    /// A ready connection to `host` opened on this thread, the most recently opened one, if any
+    /// is fresh enough.
+    pub fn take(&self, host: &HostPort) -> Option<SmtpClient> {
         let now = Instant::now();
-        h.ready.retain(|(_, at)| now.duration_since(*at) < MAX_IDLE);
-        h.ready.pop_back().map(|(c, _)| c)
-    })
-}
+        self.with(host, |h| {
+            h.ready.retain(|(_, at)| now.duration_since(*at) < MAX_IDLE);
+            h.ready.pop_back().map(|(c, _)| c)
+        })
+    }
 
-/// How many more connections to open so that `size` are ready or on their way; counts them
-/// as opening.
-pub fn reserve(host: &HostPort, size: usize) -> usize {
-    POOL.with_borrow_mut(|pool| {
-        let h = pool.entry(host.clone()).or_default();
-        let need = size.saturating_sub(h.ready.len() + h.opening);
-        h.opening += need;
-        need
-    })
-}
+    /// How many more connections to open so that `size` are ready or on their way; counts
+    /// them as opening.
+    pub fn reserve(&self, host: &HostPort, size: usize) -> usize {
+        self.with(host, |h| {
+            let need = size.saturating_sub(h.ready.len() + h.opening);
+            h.opening += need;
+            need
+        })
+    }
 
-/// A connection opened for the pool arrived (`None`: opening it failed).
-pub fn opened(host: &HostPort, conn: Option<SmtpClient>) {
-    POOL.with_borrow_mut(|pool| {
-        let h = pool.entry(host.clone()).or_default();
-        h.opening = h.opening.saturating_sub(1);
-        if let Some(c) = conn {
-            h.ready.push_back((c, Instant::now()));
-        }
-    });
+    /// A connection opened for the pool arrived (`None`: opening it failed). Call it on the
+    /// thread that reserved it.
+    pub fn opened(&self, host: &HostPort, conn: Option<SmtpClient>) {
+        self.with(host, |h| {
+            h.opening = h.opening.saturating_sub(1);
+            if let Some(c) = conn {
+                h.ready.push_back((c, Instant::now()));
+            }
+        });
+    }
 }
