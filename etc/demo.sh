@@ -20,9 +20,23 @@ rm -f etc/upstreams.sqlite
 sqlite3 etc/upstreams.sqlite < etc/upstreams.sql
 sqlite3 etc/upstreams.sqlite "INSERT INTO auth_servers VALUES ('alice@example.com', '127.0.0.1:2527');"
 
-python3 tests/fixtures/smtp_server.py "$work/spool-2526" --port 2526 --user bob:bob-password > "$work/up1" &
+# A Python that can import aiosmtpd: the first python3 on the PATH, else Debian's own (where
+# python3-aiosmtpd lives), else the first one with aiosmtpd installed into a throwaway
+# directory from PyPI (a pyenv or venv python3 does not see Debian's python3-* packages).
+py=""
+for cand in python3 /usr/bin/python3; do
+  if command -v "$cand" >/dev/null && "$cand" -c 'import aiosmtpd' 2>/dev/null; then py=$cand; break; fi
+done
+if [ -z "$py" ]; then
+  echo "aiosmtpd is not importable here; installing it from PyPI into $work/pylib" >&2
+  python3 -m pip install --quiet --target "$work/pylib" aiosmtpd >&2
+  export PYTHONPATH="$work/pylib${PYTHONPATH:+:$PYTHONPATH}"
+  py=python3
+fi
+
+"$py" tests/fixtures/smtp_server.py "$work/spool-2526" --port 2526 --user bob:bob-password > "$work/up1" &
 pids+=($!)
-python3 tests/fixtures/smtp_server.py "$work/spool-2527" --port 2527 --user alice@example.com:alice-password > "$work/up2" &
+"$py" tests/fixtures/smtp_server.py "$work/spool-2527" --port 2527 --user alice@example.com:alice-password > "$work/up2" &
 pids+=($!)
 "$bin" -f -c etc/ecelerity.conf 2> "$work/daemon.log" &
 pids+=($!)
@@ -51,7 +65,7 @@ sleep 0.3
 echo
 echo "=== accepted by the upstreams"
 for port in 2526 2527; do
-  [ -s "$work/spool-$port" ] && python3 -c '
+  [ -s "$work/spool-$port" ] && "$py" -c '
 import json, sys
 for line in open(sys.argv[1]):
     m = json.loads(line)

@@ -66,16 +66,40 @@ pub fn write(level: Level, args: fmt::Arguments<'_>) {
         std::borrow::Cow::Borrowed(_) => text,
         std::borrow::Cow::Owned(escaped) => escaped,
     };
-    queue().push(Entry {
+    push(Entry {
         kind: Kind::Log(level),
         text,
     });
 }
 
+fn push(e: Entry) {
+    if CAPTURING.load(Ordering::Relaxed) {
+        let mut c = CAPTURED.lock().unwrap_or_else(|p| p.into_inner());
+        c.push(e.text);
+        return;
+    }
+    queue().push(e);
+}
+
+static CAPTURING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static CAPTURED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// For the fuzz checks: lines are kept in memory, exactly as they would be written, instead of
+/// going to a sink; [`captured`] hands them over.
+#[doc(hidden)]
+pub fn capture() {
+    CAPTURING.store(true, Ordering::SeqCst);
+}
+
+#[doc(hidden)]
+pub fn captured() -> Vec<String> {
+    std::mem::take(&mut *CAPTURED.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
 /// Momentum's acctlog line for one authentication attempt: to syslog, facility mail; to the
 /// log when no syslog daemon listens, so that no attempt goes unrecorded.
 pub fn acctlog(line: &str) {
-    queue().push(Entry {
+    push(Entry {
         kind: Kind::Acct,
         text: crate::text::escape_controls(line).into_owned(),
     });

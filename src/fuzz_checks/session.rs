@@ -7,14 +7,18 @@
 //! - everything it writes is well-formed SMTP replies, at most one per line the client sent
 //!   (plus the greeting and one closing 421);
 //! - every message the client is told was accepted, the next hop accepted, and the other way
-//!   round: nothing acknowledged that was not relayed, nothing relayed and left unacknowledged.
+//!   round: nothing acknowledged that was not relayed, nothing relayed and left unacknowledged;
+//! - nothing the client sends puts a line break where we did not: every log line (at debug
+//!   level, acctlog included) is one line without control characters, every command line the
+//!   next hop receives is a command we send, and our `Received:` field is exactly its three
+//!   lines at the top of every message.
 
 use crate::listener::Runtime;
 use crate::listener::session::ClientAddr;
 use crate::reply::Reply;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -30,22 +34,27 @@ struct Harness {
     rt: Arc<Runtime>,
     /// Messages the next hop accepted, for the run under way.
     accepted: Arc<AtomicU64>,
+    /// What the next hop saw that we must never send, for the run under way.
+    hop_violations: Arc<Mutex<Vec<String>>>,
 }
 
 fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
     HARNESS.get_or_init(|| {
-        crate::log::set_level(crate::log::Level::Error);
+        // Every line the daemon can log is produced, and kept for the check.
+        crate::log::set_level(crate::log::Level::Debug);
+        crate::log::capture();
         let tokio = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("tokio runtime");
         let accepted = Arc::new(AtomicU64::new(0));
+        let hop_violations = Arc::new(Mutex::new(Vec::new()));
         let listener = tokio
             .block_on(TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
             .expect("bind the next hop");
         let port = listener.local_addr().expect("next hop address").port();
-        tokio.spawn(next_hop(listener, accepted.clone()));
+        tokio.spawn(next_hop(listener, accepted.clone(), hop_violations.clone()));
         let dir = std::env::temp_dir().join(format!("smtp-auth-proxy-fuzz-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temporary directory");
         let users = dir.join("users");
@@ -77,15 +86,27 @@ ESMTP_Listener {{
             tokio,
             rt,
             accepted,
+            hop_violations,
         }
     })
 }
 
 /// A next hop that takes everything: 250 to each envelope command, 354 to DATA, and
 /// [`QUEUED`] (counted) at the end of each message.
-async fn next_hop(listener: TcpListener, accepted: Arc<AtomicU64>) {
+async fn next_hop(
+    listener: TcpListener,
+    accepted: Arc<AtomicU64>,
+    violations: Arc<Mutex<Vec<String>>>,
+) {
     while let Ok((stream, _)) = listener.accept().await {
         let accepted = accepted.clone();
+        let violations = violations.clone();
+        let violation = move |what: String| {
+            violations
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(what)
+        };
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             let (r, mut w) = stream.into_split();
@@ -98,6 +119,12 @@ async fn next_hop(listener: TcpListener, accepted: Arc<AtomicU64>) {
                     return Ok::<_, std::io::Error>(());
                 }
                 let verb = line.get(..4).unwrap_or(&line).to_ascii_uppercase();
+                const SENT: [&[u8]; 8] = [
+                    b"EHLO", b"HELO", b"XCLI", b"MAIL", b"RCPT", b"DATA", b"RSET", b"QUIT",
+                ];
+                if !SENT.contains(&verb.as_slice()) || !line.ends_with(b"\r\n") {
+                    violation(format!("command line {:?}", String::from_utf8_lossy(&line)));
+                }
                 match verb.as_slice() {
                     b"EHLO" => w.write_all(b"250-hop\r\n250-PIPELINING\r\n250 XCLIENT ADDR NAME HELO PROTO LOGIN\r\n").await?,
                     b"QUIT" => {
@@ -107,6 +134,7 @@ async fn next_hop(listener: TcpListener, accepted: Arc<AtomicU64>) {
                     b"XCLI" => w.write_all(b"220 hop ESMTP\r\n").await?,
                     b"DATA" => {
                         w.write_all(b"354 go on\r\n").await?;
+                        let mut head = Vec::new();
                         loop {
                             line.clear();
                             if r.read_until(b'\n', &mut line).await? == 0 {
@@ -116,6 +144,12 @@ async fn next_hop(listener: TcpListener, accepted: Arc<AtomicU64>) {
                             if line == b".\r\n" {
                                 break;
                             }
+                            if head.len() < 4 {
+                                head.push(String::from_utf8_lossy(&line).into_owned());
+                            }
+                        }
+                        if let Some(why) = received_field_broken(&head) {
+                            violation(why);
                         }
                         accepted.fetch_add(1, Ordering::SeqCst);
                         w.write_all(format!("250 2.0.0 {QUEUED}\r\n").as_bytes()).await?;
@@ -127,6 +161,21 @@ async fn next_hop(listener: TcpListener, accepted: Arc<AtomicU64>) {
     }
 }
 
+/// Our `Received:` field, as the first lines of a message: `Received: from`, a tab and `by`,
+/// a tab and the date; then the client's own first line. `None` when it is so.
+fn received_field_broken(head: &[String]) -> Option<String> {
+    let ok = head.len() >= 3
+        && head[0].starts_with("Received: from ")
+        && head[1].starts_with("\tby ")
+        && head[2].starts_with('\t')
+        && head[2].ends_with(" +0000\r\n")
+        && head[..3].iter().all(|l| {
+            l.strip_suffix("\r\n")
+                .is_some_and(|l| !l.contains(['\r', '\n']))
+        });
+    (!ok).then(|| format!("Received: field {head:?}"))
+}
+
 /// One session over an in-memory stream. The first byte picks the Listen: odd is the one
 /// that reads a PROXY header first.
 pub fn session(data: &[u8]) {
@@ -136,6 +185,11 @@ pub fn session(data: &[u8]) {
         None => (0, data),
     };
     h.accepted.store(0, Ordering::SeqCst);
+    h.hop_violations
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
+    let _ = crate::log::captured();
     let rt = h.rt.clone();
     let output = h.tokio.block_on(async move {
         let (client, server) = tokio::io::duplex(64 * 1024);
@@ -203,4 +257,19 @@ pub fn session(data: &[u8]) {
         h.accepted.load(Ordering::SeqCst),
         "messages acknowledged to the client and taken by the next hop differ"
     );
+    let violations = h
+        .hop_violations
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    assert!(
+        violations.is_empty(),
+        "the next hop got what we never send: {violations:?}"
+    );
+    for line in crate::log::captured() {
+        assert!(
+            !line.chars().any(char::is_control),
+            "a log line with a control character: {line:?}"
+        );
+    }
 }
