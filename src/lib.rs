@@ -15,6 +15,7 @@ pub mod datasource;
 pub mod fuzz_checks;
 pub mod listener;
 pub mod log;
+pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod privileges;

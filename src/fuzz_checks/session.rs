@@ -71,7 +71,8 @@ ESMTP_Listener {{
         assert!(!loaded.diagnostics.has_errors(), "fuzz configuration");
         let (config, diags) = crate::model::build(&loaded.root, &loaded.sources);
         assert!(!diags.has_errors(), "fuzz configuration");
-        let rt = Runtime::new(config).unwrap_or_else(|e| panic!("fuzz runtime: {e:?}"));
+        let rt =
+            Runtime::new(config, Arc::default()).unwrap_or_else(|e| panic!("fuzz runtime: {e:?}"));
         let rt = Arc::new(rt);
         crate::listener::control::install(rt.clone());
         Harness {

@@ -30,6 +30,7 @@ pub mod xtext;
 
 use crate::auth::{Backend, file::PasswordFile};
 use crate::datasource::Datasource;
+use crate::metrics::{ListenCounters, Metrics};
 use crate::model::Config;
 use crate::model::listener::{AuthBackend, EsmtpListener};
 use crate::proxy;
@@ -54,6 +55,10 @@ pub struct Runtime {
     pub caps: Vec<Option<Arc<tokio::sync::Semaphore>>>,
     /// Which configuration this is: every reload makes a new one.
     pub generation: u64,
+    /// The daemon's metrics, which outlive every configuration.
+    pub metrics: Arc<Metrics>,
+    /// Session counters per Listen (by index).
+    pub listen_metrics: Vec<ListenCounters>,
     next_session: AtomicU64,
 }
 
@@ -61,7 +66,7 @@ impl Runtime {
     /// Builds the back ends and TLS configurations the configuration names. The configuration
     /// has been checked; what fails here is what only trying can tell (a key that does not
     /// match its certificate, a password file that changed since).
-    pub fn new(config: Config) -> Result<Runtime, Vec<String>> {
+    pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Runtime, Vec<String>> {
         let hostname: Arc<str> = Arc::from(crate::net::hostname());
         let mut errors = Vec::new();
         let mut proxy = None;
@@ -71,7 +76,7 @@ impl Runtime {
                 .as_ref()
                 .and_then(|n| config.datasource(&n.value))
             {
-                Some(ds) => match Datasource::start(ds) {
+                Some(ds) => match Datasource::start(ds, &metrics) {
                     Ok(d) => Some(d),
                     Err(e) => {
                         errors.push(e);
@@ -80,7 +85,7 @@ impl Runtime {
                 },
                 None => None,
             };
-            match proxy::Engine::new(p, hostname.to_string(), datasource) {
+            match proxy::Engine::new(p, hostname.to_string(), datasource, &metrics) {
                 Ok(engine) => proxy = Some(Arc::new(Backend::SmtpAuthProxy(Arc::new(engine)))),
                 Err(e) => errors.push(format!("smtp_auth_proxy: {e}")),
             }
@@ -104,6 +109,8 @@ impl Runtime {
                 GENERATIONS.fetch_add(1, Ordering::Relaxed)
             },
             next_session: AtomicU64::new(1),
+            listen_metrics: Vec::new(),
+            metrics,
         };
         let Some(listener) = rt.config.esmtp_listener.as_ref() else {
             return Err(vec!["no ESMTP_Listener".into()]);
@@ -136,6 +143,11 @@ impl Runtime {
         }
         rt.files = files;
         rt.caps = caps;
+        rt.listen_metrics = listener
+            .listens
+            .iter()
+            .map(|l| rt.metrics.listen(&l.address.value.to_string()))
+            .collect();
         // Every client class of every enabled Listen: clients matching no Peer, and each Peer.
         for (i, listen) in listener.listens.iter().enumerate() {
             if !listener.enabled(listen) {
