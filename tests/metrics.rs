@@ -698,3 +698,82 @@ fn the_prometheus_listener_scope_is_checked_with_file_positions() {
     let served: Vec<String> = p.enabled_listens().map(|a| a.to_string()).collect();
     assert_eq!(served, ["*:9725"]);
 }
+
+/// The example rules' unit test: an upstream whose every attempt errors while another
+/// answers, and 20 % of AUTH ending in 454; the reload alert stays quiet.
+const ALERT_TESTS: &str = r#"
+rule_files: [ RULES ]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'smtp_auth_proxy_upstream_auth_total{instance="edge1",upstream="10.0.0.5:25",outcome="error"}'
+        values: '0+10x30'
+      - series: 'smtp_auth_proxy_upstream_auth_total{instance="edge1",upstream="10.0.0.5:25",outcome="pass"}'
+        values: '0x30'
+      - series: 'smtp_auth_proxy_upstream_auth_total{instance="edge1",upstream="10.0.0.6:25",outcome="pass"}'
+        values: '0+10x30'
+      - series: 'smtp_auth_proxy_upstream_auth_total{instance="edge1",upstream="10.0.0.6:25",outcome="error"}'
+        values: '0+1x30'
+      - series: 'smtp_auth_proxy_auth_attempts_total{instance="edge1",mechanism="PLAIN",outcome="error"}'
+        values: '0+2x30'
+      - series: 'smtp_auth_proxy_auth_attempts_total{instance="edge1",mechanism="PLAIN",outcome="pass"}'
+        values: '0+8x30'
+      - series: 'smtp_auth_proxy_config_last_reload_successful{instance="edge1"}'
+        values: '1x30'
+    alert_rule_test:
+      - eval_time: 20m
+        alertname: SmtpAuthProxyUpstreamDown
+        exp_alerts:
+          - exp_labels: { severity: critical, instance: edge1, upstream: "10.0.0.5:25" }
+            exp_annotations:
+              summary: "edge1: upstream 10.0.0.5:25 gives no AUTH verdict"
+              description: "Every AUTH attempt on it in the last 5 minutes failed (refused, timed out, TLS or protocol error). Later hosts in `host` are tried in turn; users routed to it by a datasource get 454."
+      - eval_time: 20m
+        alertname: SmtpAuthProxyAuthErrorRatio
+        exp_alerts:
+          - exp_labels: { severity: warning, instance: edge1 }
+            exp_annotations:
+              summary: "edge1: 20% of AUTH attempts end in 454"
+              description: "The back end could not decide. smtp_auth_proxy_upstream_auth_total by upstream and smtp_auth_proxy_datasource_lookup_errors_total tell which part is failing."
+      - eval_time: 20m
+        alertname: SmtpAuthProxyReloadFailed
+        exp_alerts: []
+"#;
+
+#[test]
+fn the_example_alerts_pass_promtool_and_fire_on_a_dead_upstream_and_many_auth_errors() {
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/etc/prometheus-alerts.yml");
+    let out = run("promtool", &["check", "rules", rules]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Every metric the rules use is one the daemon exports.
+    // (A family shows once it has a series: one upstream and one datasource make them.)
+    let metrics = smtp_auth_proxy::metrics::Metrics::new();
+    let _handles = (metrics.upstream("x:25"), metrics.datasource("x"));
+    let exported = metrics.encode();
+    let text = std::fs::read_to_string(rules).unwrap();
+    let used: std::collections::BTreeSet<&str> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("smtp_auth_proxy_"))
+        .collect();
+    assert!(used.len() >= 3, "{used:?}");
+    for name in used {
+        assert!(
+            exported.contains(&format!("# TYPE {name} ")),
+            "{name} is not exported"
+        );
+    }
+    let dir = TempDir::new("alerts");
+    let tests = dir.write("tests.yml", &ALERT_TESTS.replace("RULES", rules));
+    let out = run("promtool", &["test", "rules", tests.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
