@@ -51,7 +51,7 @@ pub fn run(config: Config, reload: &Reload, mut ready: Option<UnixStream>) -> i3
     // Counting starts with the first session, before the endpoint is served.
     exporter.metrics().set_enabled(!scraped.is_empty());
     exporter.metrics().loaded();
-    let first_config = rt.config.clone();
+    let first = rt.clone();
     // Every serving thread's sockets are bound now, while still privileged: a privileged
     // port needs root, and SO_REUSEPORT sockets must share one owner.
     let threads = serving_threads();
@@ -121,8 +121,8 @@ pub fn run(config: Config, reload: &Reload, mut ready: Option<UnixStream>) -> i3
             }
         };
         let serving = tokio::spawn(server::serve(main_rx));
-        exporter.apply(&first_config, scraped);
-        drop(first_config);
+        exporter.apply(&first.config, scraped);
+        drop(first);
         let signal = loop {
             match signals.next().await {
                 Signal::Hup => reconfigure(reload, &threads_tx, &mut active, &mut exporter),
