@@ -8,6 +8,8 @@
 
 use crate::listener::server::{self, Bound, Command};
 use crate::listener::{Runtime, control, shutdown};
+use crate::metrics::Metrics;
+use crate::metrics::http::Exporter;
 use crate::model::Config;
 use crate::model::addr::ListenAddr;
 use crate::{log_error, log_info, log_warning};
@@ -31,7 +33,8 @@ pub fn run(config: Config, reload: &Reload, mut ready: Option<UnixStream>) -> i3
         1
     };
     crate::listener::tls::install_provider();
-    let rt = match prepare(config) {
+    let metrics = Arc::new(Metrics::new());
+    let rt = match prepare(config, &metrics) {
         Ok(rt) => rt,
         Err(errors) => return fail(errors.join("\nsmtp-auth-proxy: ")),
     };
@@ -40,6 +43,15 @@ pub fn run(config: Config, reload: &Reload, mut ready: Option<UnixStream>) -> i3
         Ok(b) => b,
         Err(e) => return fail(e),
     };
+    let mut exporter = Exporter::new(metrics);
+    let scraped = match exporter.bind_new(&rt.config) {
+        Ok(b) => b,
+        Err(e) => return fail(e),
+    };
+    // Counting starts with the first session, before the endpoint is served.
+    exporter.metrics().set_enabled(!scraped.is_empty());
+    exporter.metrics().loaded();
+    let first = rt.clone();
     // Every serving thread's sockets are bound now, while still privileged: a privileged
     // port needs root, and SO_REUSEPORT sockets must share one owner.
     let threads = serving_threads();
@@ -109,9 +121,11 @@ pub fn run(config: Config, reload: &Reload, mut ready: Option<UnixStream>) -> i3
             }
         };
         let serving = tokio::spawn(server::serve(main_rx));
+        exporter.apply(&first.config, scraped);
+        drop(first);
         let signal = loop {
             match signals.next().await {
-                Signal::Hup => reconfigure(reload, &threads_tx, &mut active),
+                Signal::Hup => reconfigure(reload, &threads_tx, &mut active, &mut exporter),
                 Signal::Stop(name) => break name,
             }
         };
@@ -134,8 +148,11 @@ fn reconfigure(
     reload: &Reload,
     threads: &[UnboundedSender<Command>],
     active: &mut HashMap<ListenAddr, String>,
+    exporter: &mut Exporter,
 ) {
+    let metrics = exporter.metrics().clone();
     let failed = |errors: Vec<String>| {
+        metrics.reload(false);
         for e in errors {
             log_error!("Reconfigure failed: {e}");
         }
@@ -144,7 +161,7 @@ fn reconfigure(
         Ok(c) => c,
         Err(errors) => return failed(errors),
     };
-    let rt = match prepare(config) {
+    let rt = match prepare(config, &metrics) {
         Ok(rt) => rt,
         Err(errors) => return failed(errors),
     };
@@ -164,6 +181,10 @@ fn reconfigure(
             Err(e) => return failed(vec![e]),
         }
     }
+    let scraped = match exporter.bind_new(&rt.config) {
+        Ok(b) => b,
+        Err(e) => return failed(vec![e]),
+    };
     apply_debug_level(&rt.config);
     let removed: Vec<ListenAddr> = active
         .keys()
@@ -177,6 +198,7 @@ fn reconfigure(
         active.remove(a);
     }
     active.extend(added.iter().map(|b| (b.addr.clone(), b.local.clone())));
+    exporter.apply(&rt.config, scraped);
     // The new configuration first, so that the new accept loops find their Listen in it.
     control::install(rt);
     let mut bounds = std::iter::once(added).chain(per_thread);
@@ -184,6 +206,7 @@ fn reconfigure(
         let _ = tx.send(Command::Remove(removed.clone()));
         let _ = tx.send(Command::Add(bounds.next().unwrap_or_default()));
     }
+    metrics.reload(true);
     log_info!(
         "reconfigured (generation {}): {added_count} Listen(s) added, {} removed",
         control::generation(),
@@ -193,10 +216,11 @@ fn reconfigure(
 
 /// Builds what a configuration runs on: its authentication back ends (the proxy engine with its
 /// datasource, password files), then the listener's runtime over them.
-pub fn prepare(config: Config) -> Result<Arc<Runtime>, Vec<String>> {
+/// `metrics` are the daemon's, which outlive every configuration.
+pub fn prepare(config: Config, metrics: &Arc<Metrics>) -> Result<Arc<Runtime>, Vec<String>> {
     let hostname: Arc<str> = Arc::from(crate::net::hostname());
-    let backends = crate::auth::Backends::build(&config, &hostname)?;
-    Runtime::new(config, hostname, backends).map(Arc::new)
+    let backends = crate::auth::Backends::build(&config, &hostname, metrics)?;
+    Runtime::new(config, hostname, backends, metrics.clone()).map(Arc::new)
 }
 
 /// `smtp_auth_proxy { debug_level = … }` sets how much the daemon logs (info by default).

@@ -1,5 +1,6 @@
-//! Dates in RFC 5322 form, for the greeting and the `Received:` trace header, without a
-//! calendar library: days since the epoch to a civil date is a few lines of arithmetic.
+//! Dates in RFC 5322 form (the greeting, the `Received:` trace header, syslog) and HTTP's form
+//! (the metrics endpoint), without a calendar library: days since the epoch to a civil date is
+//! a few lines of arithmetic.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -10,10 +11,6 @@ pub fn rfc5322_date(t: SystemTime) -> String {
     let days = secs / 86_400;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days as i64);
-    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
     format!(
         "{}, {} {} {} {:02}:{:02}:{:02} +0000",
         WEEKDAYS[(days % 7) as usize],
@@ -25,6 +22,30 @@ pub fn rfc5322_date(t: SystemTime) -> String {
         rem % 60
     )
 }
+
+/// `Tue, 04 Nov 2026 09:05:03 GMT`: HTTP's IMF-fixdate (RFC 9110 §5.6.7), for the `Date`
+/// header of the metrics endpoint.
+pub fn http_date(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+        WEEKDAYS[(days % 7) as usize],
+        d,
+        MONTHS[(m - 1) as usize],
+        y,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
 
 /// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -52,6 +73,10 @@ mod tests {
         assert_eq!(
             rfc5322_date(UNIX_EPOCH + Duration::from_secs(1_709_210_096)),
             "Thu, 29 Feb 2024 12:34:56 +0000"
+        );
+        assert_eq!(
+            http_date(UNIX_EPOCH + Duration::from_secs(784_111_777)),
+            "Sun, 06 Nov 1994 08:49:37 GMT"
         );
     }
 }

@@ -17,6 +17,7 @@ pub mod fuzz_checks;
 pub mod header;
 pub mod listener;
 pub mod log;
+pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod privileges;

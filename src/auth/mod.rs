@@ -14,6 +14,7 @@ pub use credentials::{CramChallenge, Credentials, Proof, Secret};
 pub use verdict::{Outcome, Verdict};
 
 use crate::datasource::Datasource;
+use crate::metrics::Metrics;
 use crate::model::Config;
 use crate::model::listener::{AuthBackend, Mechanism};
 use file::PasswordFile;
@@ -33,7 +34,11 @@ impl Backends {
     /// Starts the proxy engine (with its datasource's threads) and reads the password files.
     /// What fails here is what only trying can tell: a file that changed since the check, a
     /// datasource without a usable URI.
-    pub fn build(config: &Config, hostname: &str) -> Result<Backends, Vec<String>> {
+    pub fn build(
+        config: &Config,
+        hostname: &str,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Backends, Vec<String>> {
         let mut errors = Vec::new();
         let mut backends = Backends::default();
         if let Some(p) = config.auth_proxy.as_ref().filter(|p| p.enabled) {
@@ -42,7 +47,7 @@ impl Backends {
                 .as_ref()
                 .and_then(|n| config.datasource(&n.value))
             {
-                Some(ds) => match Datasource::start(ds) {
+                Some(ds) => match Datasource::start(ds, metrics) {
                     Ok(d) => Some(d),
                     Err(e) => {
                         errors.push(e);
@@ -51,7 +56,7 @@ impl Backends {
                 },
                 None => None,
             };
-            match proxy::Engine::new(p, hostname.to_owned(), datasource) {
+            match proxy::Engine::new(p, hostname.to_owned(), datasource, metrics) {
                 Ok(engine) => {
                     backends.proxy = Some(Arc::new(Backend::SmtpAuthProxy(Arc::new(engine))))
                 }

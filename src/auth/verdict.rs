@@ -12,6 +12,16 @@ pub enum Verdict {
     Error,
 }
 
+impl From<Verdict> for crate::metrics::Outcome {
+    fn from(v: Verdict) -> Self {
+        match v {
+            Verdict::Pass => crate::metrics::Outcome::Pass,
+            Verdict::Fail => crate::metrics::Outcome::Fail,
+            Verdict::Error => crate::metrics::Outcome::Error,
+        }
+    }
+}
+
 impl Verdict {
     /// The connection-context value Momentum sets (`auth_status`).
     pub fn status(self) -> &'static str {

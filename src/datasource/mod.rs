@@ -8,6 +8,7 @@
 pub mod cache;
 pub mod odbc;
 
+use crate::metrics::{Cache as Answer, DatasourceCounters, Metrics};
 use crate::model::datasource::Datasource as Config;
 use crate::model::query::Query;
 use crate::{log_info, log_warning};
@@ -63,12 +64,13 @@ pub struct Datasource {
     pub name: String,
     jobs: SyncSender<Job>,
     cache: Option<Mutex<Cache>>,
+    counters: DatasourceCounters,
 }
 
 impl Datasource {
     /// Starts the threads. They connect on first use, so a database that is down at start
     /// delays nothing and is retried with every lookup.
-    pub fn start(cfg: &Config) -> Result<Arc<Datasource>, String> {
+    pub fn start(cfg: &Config, metrics: &Metrics) -> Result<Arc<Datasource>, String> {
         let uris: Vec<String> = cfg
             .uris
             .iter()
@@ -94,6 +96,7 @@ impl Datasource {
             name: cfg.name.clone(),
             jobs: tx,
             cache,
+            counters: metrics.datasource(&cfg.name),
         }))
     }
 
@@ -115,9 +118,17 @@ impl Datasource {
         if let Some(hit) = &cached
             && hit.fresh
         {
+            self.counters.cache(Answer::Hit);
             return Ok(hit.host.clone());
         }
+        let timing = self.counters.query();
         let result = self.ask(query, username, deadline).await;
+        timing.finish(result.is_ok());
+        let answer = match (&result, &cached) {
+            (Err(_), Some(_)) => Answer::Stale,
+            _ => Answer::Miss,
+        };
+        self.counters.cache(answer);
         match (result, cached) {
             (Ok(host), _) => {
                 if let Some(c) = &self.cache {

@@ -82,6 +82,9 @@ impl Session {
             {
                 Ok(c) => self.cram_md5(c).await,
                 Err(outcome) => {
+                    self.rt
+                        .metrics
+                        .auth(Mechanism::CramMd5, outcome.verdict.into());
                     log_warning!(
                         "session {}: AUTH CRAM-MD5 error before a user name ({})",
                         self.id,
@@ -120,6 +123,7 @@ impl Session {
             Decision::Allow => {}
             Decision::Delay(wait) => tokio::time::sleep(wait).await,
             Decision::Refuse => {
+                self.rt.metrics.auth_throttled();
                 log_warning!(
                     "session {}: AUTH refused without checking: too many failures from {} (its address or network); user={}",
                     self.id,
@@ -139,6 +143,9 @@ impl Session {
         let keep_upstream = !self.rt.config.routing.has_next_hop();
         let username = creds.username.clone();
         let outcome = offered.backend.authenticate(creds, keep_upstream).await;
+        self.rt
+            .metrics
+            .auth(offered.mechanism, outcome.verdict.into());
         if offered.log_authentication {
             crate::log::acctlog(&acctlog::line(
                 &self.local,

@@ -13,6 +13,7 @@ use super::relay::unavailable;
 use super::session::{Flow, Session};
 use crate::date::rfc5322_date;
 use crate::header::HeaderField;
+use crate::metrics::NextHop;
 use crate::reply::Reply;
 use crate::{log_info, log_warning};
 use std::time::SystemTime;
@@ -156,7 +157,10 @@ impl Session {
             self.conn.send(&unavailable());
             return Flow::Continue;
         };
-        match hop.command("DATA").await {
+        let result = hop.command("DATA").await;
+        let code = result.as_ref().ok().map(|r| r.code);
+        self.rt.metrics.next_hop(NextHop::Data, code);
+        match result {
             Ok(r) if r.code == 354 => {}
             Ok(r) => {
                 self.send_relayed(r);
@@ -228,13 +232,18 @@ impl Session {
             return Flow::Continue;
         }
         let Some(hop) = self.hop.as_mut().filter(|_| !hop_failed) else {
+            self.rt.metrics.next_hop(NextHop::Message, None);
             self.conn.send(&unavailable());
             return Flow::Continue;
         };
-        match hop.read_reply().await {
+        let result = hop.read_reply().await;
+        let code = result.as_ref().ok().map(|r| r.code);
+        self.rt.metrics.next_hop(NextHop::Message, code);
+        match result {
             Ok(r) => {
                 if r.is_positive() {
                     self.messages += 1;
+                    self.rt.metrics.message_relayed(codec.size);
                 }
                 log_info!(
                     "session {}: message from={} rcpts={} size={} next hop {}: {}",

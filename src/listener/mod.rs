@@ -28,6 +28,7 @@ pub mod xclient;
 pub mod xtext;
 
 use crate::auth::{Backend, Backends};
+use crate::metrics::{ListenCounters, Metrics};
 use crate::model::Config;
 use crate::model::listener::{AuthBackend, EsmtpListener};
 use scope::ClientScope;
@@ -48,17 +49,22 @@ pub struct Runtime {
     pub caps: Vec<Option<Arc<tokio::sync::Semaphore>>>,
     /// Which configuration this is: every reload makes a new one.
     pub generation: u64,
+    /// The daemon's metrics, which outlive every configuration.
+    pub metrics: Arc<Metrics>,
+    /// Session counters per Listen (by index).
+    pub listen_metrics: Vec<ListenCounters>,
     next_session: AtomicU64,
 }
 
 impl Runtime {
     /// Takes a checked configuration and the back ends built for it, and prepares the TLS
     /// configurations. What fails here is what only trying can tell (a key that does not match
-    /// its certificate).
+    /// its certificate). `metrics` are the daemon's, which outlive every configuration.
     pub fn new(
         config: Config,
         hostname: Arc<str>,
         backends: Backends,
+        metrics: Arc<Metrics>,
     ) -> Result<Runtime, Vec<String>> {
         let mut errors = Vec::new();
         let failure_limit = config
@@ -78,6 +84,8 @@ impl Runtime {
                 GENERATIONS.fetch_add(1, Ordering::Relaxed)
             },
             next_session: AtomicU64::new(1),
+            listen_metrics: Vec::new(),
+            metrics,
         };
         let Some(listener) = rt.config.esmtp_listener.as_ref() else {
             return Err(vec!["no ESMTP_Listener".into()]);
@@ -95,6 +103,11 @@ impl Runtime {
             })
             .collect();
         rt.caps = caps;
+        rt.listen_metrics = listener
+            .listens
+            .iter()
+            .map(|l| rt.metrics.listen(&l.address.value.to_string()))
+            .collect();
         // Every client class of every enabled Listen: clients matching no Peer, and each Peer.
         for (i, listen) in listener.listens.iter().enumerate() {
             if !listener.enabled(listen) {

@@ -1,9 +1,10 @@
 //! RCPT (RFC 5321 §4.1.1.3): the relay decision, then the next hop's own answer.
 
 use super::command::{Param, Path};
-use super::policy;
+use super::policy::{self, RcptGrant, RelayRight};
 use super::session::Session;
 use crate::log_info;
+use crate::metrics::Relay;
 
 /// More recipients than RFC 5321 §4.5.3.1.8 requires a server to take (100), but a bound.
 const MAX_RECIPIENTS: usize = 1000;
@@ -32,7 +33,9 @@ impl Session {
             .relay_domains
             .as_ref()
             .map(|d| d.value.as_slice());
-        if policy::rcpt_grant(self.can_relay(), relay_domains, &to).is_none() {
+        let grant = policy::rcpt_grant(self.can_relay(), relay_domains, &to);
+        self.rt.metrics.relay(decision(grant, self.scope.relay));
+        if grant.is_none() {
             log_info!(
                 "session {}: relaying denied: client={} from={} to={}",
                 self.id,
@@ -57,5 +60,17 @@ impl Session {
             }
             self.send_relayed(r);
         }
+    }
+}
+
+/// The option that decided a recipient, as the metrics name it.
+fn decision(grant: Option<RcptGrant>, right: RelayRight) -> Relay {
+    match (grant, right) {
+        (None, _) => Relay::Denied,
+        (Some(RcptGrant::Relay), RelayRight::OpenRelay) => Relay::OpenRelay,
+        (Some(RcptGrant::Relay), RelayRight::RelayHost(_)) => Relay::RelayHosts,
+        (Some(RcptGrant::Relay), RelayRight::None) => Relay::Auth,
+        (Some(RcptGrant::RelayDomain), _) => Relay::RelayDomains,
+        (Some(RcptGrant::Postmaster), _) => Relay::Postmaster,
     }
 }

@@ -9,6 +9,7 @@ use super::session::Session;
 use super::xtext;
 use crate::client::SmtpClient;
 use crate::log_warning;
+use crate::metrics::NextHop;
 use crate::model::routing::OutboundXclient;
 use crate::reply::{Enhanced, Reply};
 use std::net::IpAddr;
@@ -58,7 +59,11 @@ impl Session {
         }
         let xclient = routing.xclient;
         for target in targets {
-            match self.open_hop(&target, xclient).await {
+            let opened = self.open_hop(&target, xclient).await;
+            // Ready (greeted, EHLO'd) counts as 2xx; anything short of it as an error.
+            let ready = opened.as_ref().ok().map(|_| 220);
+            self.rt.metrics.next_hop(NextHop::Connect, ready);
+            match opened {
                 Ok(hop) => {
                     self.hop = Some(hop);
                     return HopState::Ready;
@@ -77,7 +82,10 @@ impl Session {
             self.conn.send(&unavailable());
             return None;
         };
-        match hop.command(line).await {
+        let result = hop.command(line).await;
+        let code = result.as_ref().ok().map(|r| r.code);
+        self.rt.metrics.next_hop(NextHop::of_command(line), code);
+        match result {
             Ok(r) => {
                 if r.code == 421 {
                     self.abandon_hop().await;

@@ -281,6 +281,7 @@ async fn accept_loop(
             Some(sem) => match sem.clone().try_acquire_owned() {
                 Ok(p) => Some(p),
                 Err(_) => {
+                    rt.listen_metrics[listen].refused();
                     tokio::spawn(refuse(io, client));
                     continue;
                 }
@@ -288,9 +289,10 @@ async fn accept_loop(
         };
         let local = local.clone();
         let guard = shutdown::SessionGuard::new();
+        let counted = rt.listen_metrics[listen].session();
         tokio::spawn(async move {
             start(rt, listen, local, io, client).await;
-            drop((permit, guard));
+            drop((permit, guard, counted));
         });
     }
 }
@@ -351,7 +353,10 @@ pub(crate) async fn start(
                 return;
             }
         };
-        match handshake(config, io, std::mem::take(&mut prefix), scope.idle_time).await {
+        let handshake = handshake(config, io, std::mem::take(&mut prefix), scope.idle_time).await;
+        rt.metrics
+            .tls(crate::metrics::Tls::Implicit, handshake.is_ok());
+        match handshake {
             Ok((s, info)) => {
                 io = s;
                 tls = Some(info);

@@ -286,6 +286,7 @@ impl Session {
         if policy::x_command_permitted(&self.scope.extensions, cmd) {
             return true;
         }
+        self.rt.metrics.x_command_refused(cmd.name());
         crate::log_warning!(
             "session {}: {} refused: not offered to {}",
             self.id,

@@ -105,7 +105,11 @@ impl Session {
         }
         let (io, rest) = self.conn.take_io();
         let prefix = if prefix_allowed { rest } else { Vec::new() };
-        match handshake(config, io, prefix, self.scope.idle_time).await {
+        let handshake = handshake(config, io, prefix, self.scope.idle_time).await;
+        self.rt
+            .metrics
+            .tls(crate::metrics::Tls::Starttls, handshake.is_ok());
+        match handshake {
             Ok((io, info)) => {
                 log_info!("session {}: STARTTLS {info}", self.id);
                 self.conn.replace_io(io);

@@ -9,6 +9,7 @@ pub mod check;
 pub mod datasource;
 pub mod listener;
 pub mod names;
+pub mod prometheus;
 pub mod proxy;
 pub mod query;
 pub mod routing;
@@ -20,6 +21,7 @@ use crate::config::{Diagnostic, Diagnostics, Origin, Scope, SourceMap};
 use datasource::Datasource;
 use listener::{EsmtpListener, ListenerSettings};
 use names::ScopeKind;
+use prometheus::PrometheusListener;
 use proxy::SmtpAuthProxy;
 use routing::{DomainPattern, Routing};
 use security::Security;
@@ -37,6 +39,8 @@ pub struct Config {
     pub datasources: Vec<Datasource>,
     pub routing: Routing,
     pub security: Option<Security>,
+    /// Where metrics are served; `None`: nowhere, and nothing is counted.
+    pub prometheus_listener: Option<PrometheusListener>,
 }
 
 impl Config {
@@ -111,10 +115,14 @@ pub fn build(root: &Scope, sources: &SourceMap) -> (Config, Diagnostics) {
             }
             "datasource" => config.datasources.extend(datasource::read(&mut cx, scope)),
             "security" => config.security = Some(security::read(&mut cx, scope)),
+            "prometheus_listener" => {
+                config.prometheus_listener = Some(prometheus::read(&mut cx, scope));
+            }
             _ => cx.unknown_scope(ScopeKind::Global, scope),
         }
     }
     check::check(&mut cx, &config);
+    prometheus::check(&mut cx, &config);
     cx.diags.sort();
     (config, cx.diags)
 }

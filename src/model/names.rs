@@ -16,6 +16,8 @@ pub enum ScopeKind {
     AuthProxy,
     Datasource,
     Security,
+    PrometheusListener,
+    PrometheusListen,
 }
 
 impl ScopeKind {
@@ -28,6 +30,8 @@ impl ScopeKind {
             ScopeKind::AuthProxy => "smtp_auth_proxy",
             ScopeKind::Datasource => "Datasource",
             ScopeKind::Security => "Security",
+            ScopeKind::PrometheusListener => "Prometheus_Listener",
+            ScopeKind::PrometheusListen => "Prometheus_Listener Listen",
         }
     }
 
@@ -58,6 +62,7 @@ impl ScopeKind {
             ],
             ScopeKind::Datasource => &["uri", "cache_size", "cache_life", "max_rows", "no_cache"],
             ScopeKind::Security => &["user", "group"],
+            ScopeKind::PrometheusListener | ScopeKind::PrometheusListen => &["enable"],
         }
     }
 
@@ -69,8 +74,10 @@ impl ScopeKind {
                 "smtp_auth_proxy",
                 "datasource",
                 "security",
+                "prometheus_listener",
             ],
             ScopeKind::EsmtpListener => &["listen", "peer"],
+            ScopeKind::PrometheusListener => &["listen"],
             ScopeKind::Listen => &["peer"],
             _ => &[],
         }

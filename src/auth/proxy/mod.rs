@@ -15,6 +15,7 @@ use super::credentials::{CramChallenge, Credentials, Proof};
 use super::verdict::{Outcome, Verdict};
 use crate::client::{ClientError, SmtpClient, tls};
 use crate::datasource::Datasource;
+use crate::metrics::{Metrics, Tls, UpstreamCounters};
 use crate::model::addr::HostPort;
 use crate::model::proxy::{SmtpAuthProxy, UpstreamTls};
 use crate::model::query::Query;
@@ -40,6 +41,10 @@ pub struct Engine {
     pool: pool::Pool,
     /// When each remote upstream was last reported as taking passwords in clear text.
     clear_text_warned: std::sync::Mutex<std::collections::HashMap<HostPort, std::time::Instant>>,
+    metrics: Arc<Metrics>,
+    /// Per configured host (as `hosts`), with its label; then for hosts a datasource named.
+    counters: Vec<(String, UpstreamCounters)>,
+    looked_up: UpstreamCounters,
 }
 
 /// How often a remote upstream without STARTTLS is reported again.
@@ -75,6 +80,7 @@ impl Engine {
         cfg: &SmtpAuthProxy,
         ehlo_name: String,
         datasource: Option<Arc<Datasource>>,
+        metrics: &Arc<Metrics>,
     ) -> Result<Engine, String> {
         let lookup = match (datasource, &cfg.query) {
             (Some(ds), Some(q)) => Some((ds, Arc::new(q.value.clone()))),
@@ -91,7 +97,26 @@ impl Engine {
             pool_size: cfg.pool,
             pool: pool::Pool::default(),
             clear_text_warned: Default::default(),
+            metrics: metrics.clone(),
+            counters: cfg
+                .hosts
+                .iter()
+                .map(|h| {
+                    let label = h.value.to_string();
+                    let c = metrics.upstream(&label);
+                    (label, c)
+                })
+                .collect(),
+            looked_up: metrics.upstream("datasource"),
         })
+    }
+
+    /// The counters of `host`: its own when configured, else those of looked-up hosts.
+    fn counters(&self, host: &HostPort) -> &UpstreamCounters {
+        self.hosts
+            .iter()
+            .position(|h| h == host)
+            .map_or(&self.looked_up, |i| &self.counters[i].1)
     }
 
     /// CRAM-MD5's challenge comes before the user name, so only a fixed `host` can serve it.
@@ -139,8 +164,13 @@ impl Engine {
         let mut errors = Vec::new();
         let mut timed_out = false;
         for host in &hosts {
+            // Dropped without a verdict (an error, or the deadline cancelling it): an error.
+            let counted = self.counters(host).attempt();
             match self.try_host(host, creds, keep).await {
-                Ok(Attempt::Verdict(o)) | Err(Attempt::Verdict(o)) => return o,
+                Ok(Attempt::Verdict(o)) | Err(Attempt::Verdict(o)) => {
+                    counted.finish(o.verdict.into());
+                    return o;
+                }
                 Ok(Attempt::Error(e)) | Err(Attempt::Error(e)) => {
                     errors.push(format!("{host}: {e}"))
                 }
@@ -212,7 +242,10 @@ impl Engine {
             _ => {}
         }
         let name = tls::server_name(&host.host).map_err(Attempt::Error)?;
-        if let Some(r) = up.starttls(self.tls_config.clone(), name).await? {
+        let handshake = up.starttls(self.tls_config.clone(), name).await;
+        self.metrics
+            .tls(Tls::Upstream, matches!(handshake, Ok(None)));
+        if let Some(r) = handshake? {
             return Err(Attempt::Error(format!("STARTTLS {r}")));
         }
         let ehlo = up.ehlo(&self.ehlo_name).await?;
@@ -316,6 +349,7 @@ impl Engine {
         let deadline = Instant::now() + self.timeout;
         let mut errors = Vec::new();
         for host in &self.hosts {
+            let counted = self.counters(host).attempt();
             let attempt = timeout_at(deadline, async {
                 let mut up = self.open(host).await?;
                 if !up.offers_auth("CRAM-MD5") {
@@ -339,9 +373,16 @@ impl Engine {
             })
             .await;
             match attempt {
-                Ok(Ok(c)) => return Ok(c),
+                Ok(Ok(c)) => {
+                    // The verdict is counted when the client's answer comes back.
+                    counted.hand_over();
+                    return Ok(c);
+                }
                 Ok(Err(Attempt::Error(e))) => errors.push(format!("{host}: {e}")),
-                Ok(Err(Attempt::Verdict(o))) => return Err(o),
+                Ok(Err(Attempt::Verdict(o))) => {
+                    counted.finish(o.verdict.into());
+                    return Err(o);
+                }
                 Ok(Err(Attempt::Timeout)) | Err(_) => {
                     errors.push(format!("{host}: timed out"));
                     return Err(error_outcome(errors, true));
@@ -361,9 +402,18 @@ impl Engine {
             unreachable!("called for CRAM-MD5 only");
         };
         let answer = B64.encode(format!("{} {digest}", creds.username));
+        let counted = self
+            .counters
+            .iter()
+            .find(|(label, _)| *label == up.server)
+            .map_or(&self.looked_up, |(_, c)| c)
+            .attempt();
         match up.command(&answer).await {
             Ok(reply) => match self.verdict(up, reply, keep).await {
-                Attempt::Verdict(o) => o,
+                Attempt::Verdict(o) => {
+                    counted.finish(o.verdict.into());
+                    o
+                }
                 Attempt::Error(e) => Outcome::new(Verdict::Error, e),
                 Attempt::Timeout => error_outcome(vec!["timed out".into()], true),
             },
