@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod privileges;
+pub mod queue;
 pub mod reply;
 pub mod syslog;
 pub mod text;

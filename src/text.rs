@@ -25,6 +25,27 @@ pub fn escape_controls(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// A field of an `@`-separated Momentum log record (acctlog, mainlog): `@` and `\` are
+/// escaped with a backslash, as Momentum's acctlog does, and control characters as `\xNN`
+/// (a line feed as `\n`), so a user name or an address can add neither a field nor a line.
+pub fn escape_field(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '@' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

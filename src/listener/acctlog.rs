@@ -2,6 +2,7 @@
 //! `time@N@listener@client@user@1`, with `T` instead of `N` for a timeout, an empty client on
 //! a Unix socket, 1 for success and 0 otherwise. No password ever appears.
 
+use crate::text::escape_field;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub fn line(
@@ -17,29 +18,11 @@ pub fn line(
     format!(
         "{t}@{}@{}@{}@{}@{}",
         if timed_out { 'T' } else { 'N' },
-        escape(listener),
-        escape(&client.unwrap_or_default()),
-        escape(user),
+        escape_field(listener),
+        escape_field(&client.unwrap_or_default()),
+        escape_field(user),
         u8::from(ok)
     )
-}
-
-/// `@`, `\` and control characters are escaped with a backslash, so a user name cannot add
-/// fields or lines.
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '@' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            '\n' => out.push_str("\\n"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

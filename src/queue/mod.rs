@@ -1,0 +1,4 @@
+//! The queue: what happens to a message after `250`.
+
+pub mod dsn;
+pub mod mainlog;
