@@ -201,7 +201,7 @@ fn open(path: &PathBuf) -> std::io::Result<File> {
 fn writer(target: Target, jobs: Receiver<Job>, dropped: Arc<AtomicU64>) {
     let syslog = crate::syslog::Syslog::new("smtp-auth-proxy-mainlog", crate::log::pid());
     let mut file: Option<File> = None;
-    let mut reopen = |target: &Target, file: &mut Option<File>| {
+    let reopen = |target: &Target, file: &mut Option<File>| {
         *file = match target {
             Target::File(path) => match open(path) {
                 Ok(f) => Some(f),
