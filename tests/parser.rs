@@ -313,6 +313,16 @@ without [ k = v ]
     assert_eq!(scalar(listen, "Enable_Authorization"), "true");
     let sieve = child(r, "sieve", Some("sieve1"));
     assert_eq!(keys(sieve, "hook:delay_dsn_send_notification"), ["script"]);
+    // `:` joins the parts of a name; it does not end or double one.
+    for (text, col) in [("Subject: x", 8), ("a::b = 1", 2), ("a: = 1", 2)] {
+        let e = error_of(text);
+        assert!(
+            e.starts_with(&format!(
+                "test.conf:1:{col}: error: `:` cannot appear in a name"
+            )),
+            "{text}: {e}"
+        );
+    }
     let out = dump(&l.root, &l.sources, DumpOptions::default());
     assert!(
         out.contains("with = [ k = v ]\nwithout = [ k = v ]\n"),

@@ -86,15 +86,10 @@ fn legacy<'a, T>(at: &'a str, what: &str) -> PResult<'a, T> {
     }))
 }
 
-/// Characters of option and scope names: `SMTP_Extensions`, `NAS-IP-Address`, and after the
-/// first character `:`, which modules use for names of their own (`server:one`,
+/// Characters of option and scope names: `SMTP_Extensions`, `NAS-IP-Address`. A name may also
+/// join such runs with single `:`s, as modules name things of their own (`server:one`,
 /// `hook:delay_dsn_send_notification`).
 pub fn is_name_char(c: char) -> bool {
-    is_name_start(c) || c == ':'
-}
-
-/// Characters a name may start with.
-pub fn is_name_start(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_' || c == '-'
 }
 
@@ -202,14 +197,27 @@ fn skip_ws(mut i: &str) -> PResult<'_, ()> {
     }
 }
 
+/// A name: runs of name characters joined by single `:`s (no `:` first, last or doubled, so
+/// `Subject:` or `a::b` is not one).
 fn name(i: &str) -> PResult<'_, &str> {
-    if !i.starts_with(is_name_start) {
+    let bytes = i.as_bytes();
+    let is_char = |n: usize| bytes.get(n).is_some_and(|&b| is_name_char(b as char));
+    if !is_char(0) {
         return Err(nom::Err::Error(PErr::from_error_kind(
             i,
             ErrorKind::TakeWhile1,
         )));
     }
-    take_while1(is_name_char)(i)
+    let mut n = 1;
+    loop {
+        if is_char(n) {
+            n += 1;
+        } else if bytes.get(n) == Some(&b':') && is_char(n + 1) {
+            n += 2;
+        } else {
+            return Ok((&i[n..], &i[..n]));
+        }
+    }
 }
 
 /// A bareword: a run of anything but terminators, cut before a `/*` comment.
@@ -412,7 +420,7 @@ fn statement<'a>(cx: &Cx<'_>, start: &'a str) -> PResult<'a, Statement> {
         return fail(
             after_name,
             format!(
-                "`{c}` cannot appear in a name (names are letters, digits, `_`, `-` and `:`); quote values that contain it"
+                "`{c}` cannot appear in a name (names are letters, digits, `_` and `-`, in parts joined by single `:`); quote values that contain it"
             ),
         );
     }
@@ -485,7 +493,11 @@ fn statement<'a>(cx: &Cx<'_>, start: &'a str) -> PResult<'a, Statement> {
             if i.starts_with('{') {
                 return scope_body(cx, start, i, name, Some(instance));
             }
+            // 2.x declared modules `Module generic/x x { … }`, `Logger logging/y y { … }`;
+            // its keywords never held `:` (a console transcript's `10:47:35 /tmp/2025> …` is
+            // no 2.x file).
             if instance.name.contains('/')
+                && !name.contains(':')
                 && (i.starts_with('"') || i.starts_with(|c| !is_bare_terminator(c)))
             {
                 return legacy(
@@ -673,5 +685,5 @@ pub fn is_bareword(s: &str) -> bool {
 
 /// Whether `s` can be written as a name (option or scope).
 pub fn is_name(s: &str) -> bool {
-    s.starts_with(is_name_start) && s.chars().all(is_name_char)
+    name(s).is_ok_and(|(rest, _)| rest.is_empty())
 }
