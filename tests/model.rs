@@ -7,7 +7,7 @@ use smtp_auth_proxy::config;
 use smtp_auth_proxy::model::addr::{HostPort, ListenAddr};
 use smtp_auth_proxy::model::datasource::DatasourceUri;
 use smtp_auth_proxy::model::listener::{
-    AuthBackend, Effective, InjectionPolicy, Mechanism, TlsVersions,
+    AuthBackend, Effective, InjectionPolicy, Mechanism, PeerRef, TlsVersions,
 };
 use smtp_auth_proxy::model::routing::OutboundXclient;
 use smtp_auth_proxy::model::{self, Config};
@@ -641,12 +641,12 @@ fn typos_are_errors_valid_momentum_names_are_warnings() {
 fn options_valid_only_in_some_listener_scopes() {
     let (_, msgs) = build(&BASE.replace(
         "Listen \"127.0.0.1:25\" { }",
-        "Proxy_Protocol = true Listen \"127.0.0.1:25\" { Peer \"10.0.0.1\" { Enable = false } }",
+        "Listen \"127.0.0.1:25\" { Peer \"10.0.0.1\" { Enable = false Proxy_Protocol = true } }",
     ));
     assert!(
         has(
             &msgs,
-            "warning: `Proxy_Protocol` is not read in ESMTP_Listener; ignored here"
+            "warning: `Proxy_Protocol` is not read in Peer; ignored here"
         ),
         "{msgs:#?}"
     );
@@ -750,4 +750,152 @@ fn tls_ciphers_map_to_what_rustls_offers() {
         ),
         "{msgs:#?}"
     );
+}
+
+#[test]
+fn proxy_protocol_timeout_is_read_where_proxy_protocol_is() {
+    // The 4.x reference page's example, verbatim.
+    let (c, msgs) = build(
+        r#"
+smtp_auth_proxy { host = "127.0.0.1:2525" }
+ESMTP_Listener {
+  SMTP_Extensions = ( "AUTH LOGIN" )
+  AuthLoginParameters = [ uri = "smtp_auth_proxy://" ]
+  Listen "10.0.0.5:25" {
+    Proxy_Protocol = true
+    Proxy_Protocol_Timeout = 10
+  }
+}
+"#,
+    );
+    assert!(!has(&msgs, "Proxy_Protocol"), "{msgs:#?}");
+    let l = c.esmtp_listener.as_ref().unwrap();
+    assert!(l.proxy_protocol(&l.listens[0]));
+    assert_eq!(
+        l.proxy_protocol_timeout(&l.listens[0]),
+        Some(Duration::from_secs(10))
+    );
+    // Set on the listener, for every Listen; 0 turns it off; unset it is Momentum's 60 s; where
+    // no PROXY header is read it has no effect, and the check says so.
+    let (c, msgs) = build(&BASE.replace(
+        "Listen \"127.0.0.1:25\" { }",
+        r#"Proxy_Protocol = true
+  Proxy_Protocol_Timeout = 0
+  Listen "127.0.0.1:25" { }
+  Listen "127.0.0.1:26" { Proxy_Protocol_Timeout = 5 }
+  Listen "127.0.0.1:27" { Proxy_Protocol = false Proxy_Protocol_Timeout = 5 }"#,
+    ));
+    let l = c.esmtp_listener.as_ref().unwrap();
+    assert!(l.proxy_protocol(&l.listens[0]));
+    assert_eq!(l.proxy_protocol_timeout(&l.listens[0]), None);
+    assert_eq!(
+        l.proxy_protocol_timeout(&l.listens[1]),
+        Some(Duration::from_secs(5))
+    );
+    assert!(!l.proxy_protocol(&l.listens[2]));
+    assert!(
+        has(
+            &msgs,
+            "warning: `Proxy_Protocol_Timeout = 0` turns the timeout off"
+        ),
+        "{msgs:#?}"
+    );
+    assert!(
+        has(
+            &msgs,
+            "warning: `Proxy_Protocol_Timeout` has no effect: Listen \"127.0.0.1:27\" reads no PROXY header"
+        ),
+        "{msgs:#?}"
+    );
+    let (c, _) = build(&BASE.replace(
+        "Listen \"127.0.0.1:25\" { }",
+        "Listen \"127.0.0.1:25\" { Proxy_Protocol = true }",
+    ));
+    let l = c.esmtp_listener.as_ref().unwrap();
+    assert_eq!(
+        l.proxy_protocol_timeout(&l.listens[0]),
+        Some(Duration::from_secs(60))
+    );
+    let (_, msgs) = build(&BASE.replace(
+        "Listen \"127.0.0.1:25\" { }",
+        "Proxy_Protocol_Timeout = x Listen \"127.0.0.1:25\" { }",
+    ));
+    assert!(has(&msgs, "`Proxy_Protocol_Timeout`"), "{msgs:#?}");
+}
+
+#[test]
+fn listener_sessions_in_a_peer_is_that_peers_own_budget() {
+    // The 4.x reference page's example, verbatim (with what this server needs around it).
+    let (c, msgs) = build(
+        r#"
+smtp_auth_proxy { host = "127.0.0.1:2525" }
+ESMTP_Listener {
+  SMTP_Extensions = ( "AUTH LOGIN" )
+  AuthLoginParameters [ uri = "smtp_auth_proxy://" ]
+  Listener_Sessions = 1800   # ceiling for this listener
+  Idle_Time = 60
+
+  Peer "10.0.0.0/8" {        # trusted senders: larger budget
+    Listener_Sessions = 1500
+    Idle_Time = 300
+  }
+  Peer "0.0.0.0/0" {         # everyone else: tighter cap, faster reaping
+    Listener_Sessions = 600
+    Idle_Time = 30
+  }
+
+  Listen ":25" {
+    Listener_Sessions = 1800
+    Idle_Time = 60
+    Peer "10.1.0.0/16" { Idle_Time = 5 }
+    Peer "10.2.0.0/16" { Listener_Sessions = 3 }
+  }
+}
+"#,
+    );
+    assert!(!has(&msgs, "Listener_Sessions"), "{msgs:#?}");
+    let l = c.esmtp_listener.as_ref().unwrap();
+    let l25 = &l.listens[0];
+    let cap = |client: &str| {
+        l.session_cap_peer(l25, ip(client)).map(|r| {
+            (
+                r,
+                l.peer(l25, r)
+                    .settings
+                    .listener_sessions
+                    .as_ref()
+                    .unwrap()
+                    .value,
+            )
+        })
+    };
+    assert_eq!(
+        cap("10.2.0.1"),
+        Some((PeerRef::Listen(1), 3)),
+        "the Listen's own Peer first"
+    );
+    assert_eq!(
+        cap("10.1.0.1"),
+        Some((PeerRef::Listener(0), 1500)),
+        "a Peer without a cap falls back to the next that has one"
+    );
+    assert_eq!(cap("192.0.2.1"), Some((PeerRef::Listener(1), 600)));
+    assert_eq!(
+        l25.settings.listener_sessions.as_ref().unwrap().value,
+        1800,
+        "the Listen's ceiling stays its own"
+    );
+    // The dictionary without `=` reads as with it.
+    let e = Effective::new(&c.global, l, l25, None);
+    assert_eq!(
+        e.auth_parameters(Mechanism::Login)
+            .unwrap()
+            .value
+            .backend
+            .value,
+        AuthBackend::SmtpAuthProxy
+    );
+    let (c, _) = build(BASE);
+    let l = c.esmtp_listener.as_ref().unwrap();
+    assert_eq!(l.session_cap_peer(&l.listens[0], ip("10.0.0.1")), None);
 }

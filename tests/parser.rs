@@ -190,6 +190,224 @@ none = []
     assert!(r.get("none").unwrap().value.as_dict().unwrap().is_empty());
 }
 
+/// The keys of a dictionary, in order.
+fn keys(scope: &Scope, name: &str) -> Vec<String> {
+    scope
+        .get(name)
+        .unwrap_or_else(|| panic!("no option {name}"))
+        .value
+        .as_dict()
+        .unwrap()
+        .iter()
+        .map(|e| e.key.clone())
+        .collect()
+}
+
+#[test]
+fn dictionary_keys_are_addresses_and_host_names_as_the_manuals_print_them() {
+    // url_ripper, smtp_cbv and msgc_server as the 3.x and 4.x manuals print them.
+    let l = tree(
+        r#"
+url_ripper "url_ripper1" {
+  bits = [
+    0.0.0.1 = "list1_hits"
+    0.0.1.0 = "list8_hits"
+  ]
+}
+smtp_cbv "smtp_cbv1" { map = [ yahoo.net = "yahoo.com" ] }
+msgc_server {
+  peers = [
+    node1.int.example.com = "10.77.0.93"
+    node2.int.example.com = "10.77.0.94"
+  ]
+}
+other = [ fd01:345::1 = v6 10.0.0.0/8=cidr NAS-IP-Address = h server:one = [ host = x ] "a b" = q ]
+"#,
+    );
+    let r = &l.root;
+    let bits = child(r, "url_ripper", Some("url_ripper1"));
+    assert_eq!(keys(bits, "bits"), ["0.0.0.1", "0.0.1.0"]);
+    let cbv = child(r, "smtp_cbv", Some("smtp_cbv1"));
+    assert_eq!(keys(cbv, "map"), ["yahoo.net"]);
+    assert!(r.get("peers").is_none(), "peers belongs to msgc_server");
+    let msgc = child(r, "msgc_server", None);
+    let d = msgc.get("peers").unwrap().value.as_dict().unwrap();
+    assert_eq!(
+        d.iter()
+            .map(|e| (e.key.as_str(), e.key_quoted, e.value.as_scalar().unwrap()))
+            .collect::<Vec<_>>(),
+        [
+            ("node1.int.example.com", false, "10.77.0.93"),
+            ("node2.int.example.com", false, "10.77.0.94")
+        ]
+    );
+    assert_eq!(
+        keys(r, "other"),
+        [
+            "fd01:345::1",
+            "10.0.0.0/8",
+            "NAS-IP-Address",
+            "server:one",
+            "a b"
+        ]
+    );
+    // Written back bare where a bareword can carry them, and read back the same.
+    let out = dump(&l.root, &l.sources, DumpOptions::default());
+    assert!(out.contains("    0.0.0.1 = \"list1_hits\"\n"), "{out}");
+    assert!(out.contains("\"a b\" = q"), "{out}");
+    let again = tree(&out);
+    assert_eq!(
+        dump(&again.root, &again.sources, DumpOptions::default()),
+        out
+    );
+    // A key is still one word: what follows it must be `=`.
+    assert!(error_of("a = [ 0.0.0.1 \"x\" ]").starts_with(
+        "test.conf:1:15: error: expected `=` after dictionary key `0.0.0.1`, found `\"`"
+    ));
+    assert!(
+        error_of("a = [ = 1 ]")
+            .starts_with("test.conf:1:7: error: expected a dictionary key or `]`, found `=`")
+    );
+}
+
+#[test]
+fn a_dictionary_given_without_equals_reads_as_with_it() {
+    // auth_radius, alias schemes, url_ripper, the console's AuthDigestMD5Parameters, and a
+    // delay_dsn hook, as the manuals print them.
+    let l = tree(
+        r#"
+auth_radius {
+  map [
+    username = "%{username_localpart}@%{username_domain||example.com}"
+  ]
+}
+url_ripper "u" { bits [ 0.0.0.1 = "sbl_hits" ] values[127.0.0.2 = "simple_hits"] }
+Control_Listener {
+  Listen ":2025" {
+    AuthDigestMD5Parameters [
+      uri = "digest:///opt/msys/ecelerity/etc/console_passwd"
+      log_authentication = "true"
+    ]
+    Enable_Authorization = "true"
+  }
+}
+sieve "sieve1" {
+  hook:delay_dsn_send_notification [
+    script = "/path/to/send_notification.siv"
+  ]
+}
+with = [ k = v ]
+without [ k = v ]
+"#,
+    );
+    let r = &l.root;
+    assert_eq!(keys(child(r, "auth_radius", None), "map"), ["username"]);
+    let u = child(r, "url_ripper", Some("u"));
+    assert_eq!(keys(u, "bits"), ["0.0.0.1"]);
+    assert_eq!(keys(u, "values"), ["127.0.0.2"]);
+    let listen = child(child(r, "control_listener", None), "Listen", Some(":2025"));
+    assert_eq!(
+        keys(listen, "AuthDigestMD5Parameters"),
+        ["uri", "log_authentication"]
+    );
+    assert_eq!(scalar(listen, "Enable_Authorization"), "true");
+    let sieve = child(r, "sieve", Some("sieve1"));
+    assert_eq!(keys(sieve, "hook:delay_dsn_send_notification"), ["script"]);
+    // `:` joins the parts of a name; it does not end or double one.
+    for (text, col) in [("Subject: x", 8), ("a::b = 1", 2), ("a: = 1", 2)] {
+        let e = error_of(text);
+        assert!(
+            e.starts_with(&format!(
+                "test.conf:1:{col}: error: `:` cannot appear in a name"
+            )),
+            "{text}: {e}"
+        );
+    }
+    let out = dump(&l.root, &l.sources, DumpOptions::default());
+    assert!(
+        out.contains("with = [ k = v ]\nwithout = [ k = v ]\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_2x_file_is_still_refused_when_a_dictionary_without_equals_comes_first() {
+    // Momentum 2.x wrote module dictionaries without `=` too; the file is still 2.x.
+    for text in [
+        "Logger cluster/ec_cluster cluster {\n  logs [ mainlog = \"/var/log/m\" ]\n}\n",
+        "logs [ mainlog = \"/var/log/m\" ]\nESMTP_Listener = (\n  *:25\n)\n",
+        "replicate [ type = \"inbound_cidr\" ]\nBinding example <duravip=\"enabled\"> { }\n",
+    ] {
+        let l = load_text(text);
+        let errs: Vec<_> = l.diagnostics.errors().collect();
+        assert_eq!(errs.len(), 1, "{text}");
+        let msg = errs[0].render(&l.sources, false);
+        assert!(
+            msg.contains("error: this is Momentum 2.x configuration syntax"),
+            "{msg}"
+        );
+        assert!(errs[0].notes[0].contains("ec_migrate_conf"), "{msg}");
+    }
+}
+
+#[test]
+fn a_scope_written_with_equals_before_its_instance_reads_as_without() {
+    // `Replicate = "inbound_cidr" {}`, as the 3.x manual's cluster example prints it.
+    let l = tree("cluster {\n  Replicate = \"inbound_cidr\" {}\n  replicate bare {}\n}\n");
+    let cluster = child(&l.root, "cluster", None);
+    let inst = child(cluster, "Replicate", Some("inbound_cidr"))
+        .instance
+        .clone();
+    assert!(inst.unwrap().quoted);
+    child(cluster, "Replicate", Some("bare"));
+    assert!(cluster.settings.is_empty());
+}
+
+#[test]
+fn an_unclosed_scope_is_named_where_it_was_opened() {
+    let text = "a = 1\n\nEsmtp_Listener {\n  Listen \":25\" { }\n";
+    assert_eq!(
+        error_of(text),
+        "test.conf:3:1: error: scope `Esmtp_Listener` opened at line 3, column 1 is not closed: no `}` before end of file"
+    );
+    let named = error_of("Listen \":25\"\n{\n  a = 1\n");
+    assert!(
+        named.starts_with("test.conf:1:1: error: scope `Listen \":25\"` opened at line 1"),
+        "{named}"
+    );
+    let notes = |text: &str| {
+        let l = load_text(text);
+        let e = l.diagnostics.errors().next().unwrap().clone();
+        (e.render(&l.sources, false), e.notes)
+    };
+    // A `}` missing from an inner scope: the outer one is reported open, and the `}` indented
+    // unlike the scope it closes is pointed out (the 4.x ha_proxy_client example, as printed).
+    let (msg, n) = notes(
+        "binding {\n  ha_proxy_server = \"10.0.0.1:8085\"\n  Domain example.com {\n    ha_proxy_bypass = \"true\"\n}\n",
+    );
+    assert!(
+        msg.starts_with("test.conf:1:1: error: scope `binding` opened"),
+        "{msg}"
+    );
+    assert_eq!(
+        n,
+        [
+            "the `}` at line 5, column 1 is indented unlike `Domain example.com` (opened at line 3, column 3), which it closes: is a `}` missing before it?"
+        ]
+    );
+    // Without indentation to go by, the scope the last `}` closed is named.
+    let (_, n) = notes("E {\nL \"x\" {\na = 1\n}\n");
+    assert_eq!(
+        n,
+        [
+            "the last `}` closed `L \"x\"` (opened at line 2, column 1); if it was meant for `E`, a `}` is missing inside `L \"x\"`"
+        ]
+    );
+    // A badly indented scope closed at the top level is no clue to a later unclosed one.
+    let (_, n) = notes("A {\n    x {\n}\n}\nB {\n");
+    assert!(n.is_empty(), "{n:?}");
+}
+
 #[test]
 fn comments_of_both_kinds() {
     let l = tree(
@@ -361,7 +579,7 @@ fn syntax_errors_point_at_line_and_column() {
         ),
         (
             "Scope {\n  a = 1\n",
-            "test.conf:1:7: error: scope `{` is not closed by `}` before end of file",
+            "test.conf:1:1: error: scope `Scope` opened at line 1, column 1 is not closed",
         ),
         (
             "a = 1\n}\n",

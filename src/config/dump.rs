@@ -6,7 +6,7 @@
 //! includes.
 
 use super::ast::{Instance, Value, ValueKind};
-use super::parse::{is_bareword, is_name};
+use super::parse::is_bareword;
 use super::source::{Origin, SourceMap};
 use super::tree::Scope;
 use std::fmt::Write as _;
@@ -146,7 +146,7 @@ fn value(out: &mut String, v: &Value, depth: usize) {
 }
 
 fn key(out: &mut String, k: &str, quoted: bool) {
-    if quoted || !is_name(k) {
+    if quoted || !is_bareword(k) {
         quote(out, k);
     } else {
         out.push_str(k);

@@ -13,6 +13,7 @@ use nom::IResult;
 use nom::bytes::complete::{tag, take_till, take_until, take_while, take_while1};
 use nom::character::complete::multispace0;
 use nom::error::{ErrorKind, ParseError};
+use std::cell::{Cell, RefCell};
 
 /// A syntax error: where, and what was wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +33,7 @@ struct PErr<'a> {
     /// Where the unclosed construct the error is about was opened, if anywhere else.
     opened: Option<&'a str>,
     legacy: bool,
+    notes: Vec<String>,
 }
 
 impl<'a> ParseError<&'a str> for PErr<'a> {
@@ -41,6 +43,7 @@ impl<'a> ParseError<&'a str> for PErr<'a> {
             message: None,
             opened: None,
             legacy: false,
+            notes: Vec::new(),
         }
     }
     fn append(_: &'a str, _: ErrorKind, other: Self) -> Self {
@@ -56,6 +59,7 @@ fn fail<'a, T>(at: &'a str, message: impl Into<String>) -> PResult<'a, T> {
         message: Some(message.into()),
         opened: None,
         legacy: false,
+        notes: Vec::new(),
     }))
 }
 
@@ -66,6 +70,7 @@ fn fail_inside<'a, T>(at: &'a str, opened: &'a str, message: impl Into<String>) 
         message: Some(message.into()),
         opened: Some(opened),
         legacy: false,
+        notes: Vec::new(),
     }))
 }
 
@@ -77,10 +82,13 @@ fn legacy<'a, T>(at: &'a str, what: &str) -> PResult<'a, T> {
         )),
         opened: None,
         legacy: true,
+        notes: Vec::new(),
     }))
 }
 
-/// Characters of option and scope names: `SMTP_Extensions`, `NAS-IP-Address`.
+/// Characters of option and scope names: `SMTP_Extensions`, `NAS-IP-Address`. A name may also
+/// join such runs with single `:`s, as modules name things of their own (`server:one`,
+/// `hook:delay_dsn_send_notification`).
 pub fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_' || c == '-'
 }
@@ -107,16 +115,67 @@ fn describe(i: &str) -> String {
     }
 }
 
-struct Cx {
-    len: usize,
+struct Cx<'t> {
+    /// The whole file, so messages can say where something else in it is.
+    text: &'t str,
     file: FileId,
+    /// The first `}` since the last top-level statement that is indented otherwise than the
+    /// line its scope opened on: where a `}` missing from a scope most likely is, when the
+    /// file ends with a scope still open.
+    misindented: RefCell<Option<Misindented>>,
+    /// Where the latest `}` that closed a scope is.
+    last_close: Cell<usize>,
 }
 
-impl Cx {
+/// A `}` indented unlike the scope it closes (offsets into the file).
+struct Misindented {
+    close: usize,
+    label: String,
+    start: usize,
+}
+
+impl Cx<'_> {
     fn origin(&self, rest: &str) -> Origin {
         Origin {
             file: self.file,
-            offset: u32::try_from(self.len - rest.len()).unwrap_or(u32::MAX),
+            offset: u32::try_from(self.text.len() - rest.len()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// `line L, column C` (columns in characters, from 1) of the position `rest` starts at.
+    fn place(&self, rest: &str) -> String {
+        let before = &self.text[..self.text.len() - rest.len()];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+        format!("line {line}, column {column}")
+    }
+
+    /// The width of the indentation before `rest`, if only whitespace precedes it on its line.
+    fn indent(&self, rest: &str) -> Option<usize> {
+        let offset = self.text.len() - rest.len();
+        let line = &self.text[self.text[..offset].rfind('\n').map_or(0, |n| n + 1)..offset];
+        line.chars().try_fold(0, |width, c| match c {
+            ' ' => Some(width + 1),
+            '\t' => Some(width / 8 * 8 + 8),
+            _ => None,
+        })
+    }
+
+    /// Notes the `}` at `close` ending the scope whose name is at `start`, if their
+    /// indentations disagree and none has been noted yet.
+    fn closed(&self, start: &str, close: &str, label: impl FnOnce() -> String) {
+        self.last_close.set(self.text.len() - close.len());
+        let mut first = self.misindented.borrow_mut();
+        if first.is_none()
+            && let (Some(a), Some(b)) = (self.indent(start), self.indent(close))
+            && a != b
+        {
+            let offset = |rest: &str| self.text.len() - rest.len();
+            *first = Some(Misindented {
+                close: offset(close),
+                label: label(),
+                start: offset(start),
+            });
         }
     }
 }
@@ -138,8 +197,27 @@ fn skip_ws(mut i: &str) -> PResult<'_, ()> {
     }
 }
 
+/// A name: runs of name characters joined by single `:`s (no `:` first, last or doubled, so
+/// `Subject:` or `a::b` is not one).
 fn name(i: &str) -> PResult<'_, &str> {
-    take_while1(is_name_char)(i)
+    let bytes = i.as_bytes();
+    let is_char = |n: usize| bytes.get(n).is_some_and(|&b| is_name_char(b as char));
+    if !is_char(0) {
+        return Err(nom::Err::Error(PErr::from_error_kind(
+            i,
+            ErrorKind::TakeWhile1,
+        )));
+    }
+    let mut n = 1;
+    loop {
+        if is_char(n) {
+            n += 1;
+        } else if bytes.get(n) == Some(&b':') && is_char(n + 1) {
+            n += 2;
+        } else {
+            return Ok((&i[n..], &i[..n]));
+        }
+    }
 }
 
 /// A bareword: a run of anything but terminators, cut before a `/*` comment.
@@ -189,7 +267,7 @@ fn quoted(open: &str) -> PResult<'_, String> {
     )
 }
 
-fn scalar<'a>(cx: &Cx, i: &'a str) -> PResult<'a, Value> {
+fn scalar<'a>(cx: &Cx<'_>, i: &'a str) -> PResult<'a, Value> {
     let origin = cx.origin(i);
     if i.starts_with('"') {
         let (i, s) = quoted(i)?;
@@ -211,7 +289,7 @@ fn scalar<'a>(cx: &Cx, i: &'a str) -> PResult<'a, Value> {
     ))
 }
 
-fn value<'a>(cx: &Cx, i: &'a str) -> PResult<'a, Value> {
+fn value<'a>(cx: &Cx<'_>, i: &'a str) -> PResult<'a, Value> {
     match i.chars().next() {
         Some('(') => list(cx, i),
         Some('[') => dict(cx, i),
@@ -233,7 +311,7 @@ fn separator(i: &str) -> PResult<'_, ()> {
     }
 }
 
-fn list<'a>(cx: &Cx, open: &'a str) -> PResult<'a, Value> {
+fn list<'a>(cx: &Cx<'_>, open: &'a str) -> PResult<'a, Value> {
     let (mut i, _) = tag("(")(open)?;
     (i, _) = skip_ws(i)?;
     let mut items = Vec::new();
@@ -263,7 +341,7 @@ fn list<'a>(cx: &Cx, open: &'a str) -> PResult<'a, Value> {
     ))
 }
 
-fn dict<'a>(cx: &Cx, open: &'a str) -> PResult<'a, Value> {
+fn dict<'a>(cx: &Cx<'_>, open: &'a str) -> PResult<'a, Value> {
     let (mut i, _) = tag("[")(open)?;
     (i, _) = skip_ws(i)?;
     let mut entries = Vec::new();
@@ -275,11 +353,13 @@ fn dict<'a>(cx: &Cx, open: &'a str) -> PResult<'a, Value> {
             return fail(open, "dictionary `[` is not closed by `]`");
         }
         let origin = cx.origin(i);
+        // A key is a string or a bareword: modules key their dictionaries by addresses and
+        // host names (`0.0.0.1 = "list1_hits"`, `node1.int.example.com = "10.77.0.93"`).
         let (rest, (key, key_quoted)) = if i.starts_with('"') {
             let (rest, k) = quoted(i)?;
             (rest, (k, true))
         } else {
-            match name(i) {
+            match bareword(i) {
                 Ok((rest, k)) => (rest, (k.to_owned(), false)),
                 Err(_) => {
                     return fail(
@@ -322,7 +402,7 @@ fn is_listener_scope(name: &str) -> bool {
     name.len() >= 9 && name[name.len() - 9..].eq_ignore_ascii_case("_listener")
 }
 
-fn statement<'a>(cx: &Cx, start: &'a str) -> PResult<'a, Statement> {
+fn statement<'a>(cx: &Cx<'_>, start: &'a str) -> PResult<'a, Statement> {
     let origin = cx.origin(start);
     let Ok((after_name, name)) = name(start) else {
         return fail(
@@ -340,7 +420,7 @@ fn statement<'a>(cx: &Cx, start: &'a str) -> PResult<'a, Statement> {
         return fail(
             after_name,
             format!(
-                "`{c}` cannot appear in a name (names are letters, digits, `_` and `-`); quote values that contain it"
+                "`{c}` cannot appear in a name (names are letters, digits, `_` and `-`, in parts joined by single `:`); quote values that contain it"
             ),
         );
     }
@@ -363,7 +443,7 @@ fn statement<'a>(cx: &Cx, start: &'a str) -> PResult<'a, Statement> {
             let (i, _) = skip_ws(&i[1..])?;
             if i.starts_with('{') {
                 // `Name = { … }`: seen once in the vendor manual; read as `Name { … }`.
-                return scope_body(cx, i, name, None, origin);
+                return scope_body(cx, start, i, name, None);
             }
             if i.starts_with('(') && is_listener_scope(name) {
                 return legacy(start, &format!("`{name} = ( … )` listener list"));
@@ -375,16 +455,29 @@ fn statement<'a>(cx: &Cx, start: &'a str) -> PResult<'a, Statement> {
                 );
             }
             let (i, value) = value(cx, i)?;
-            Ok((
-                i,
-                Statement::Setting(Setting {
-                    name: name.to_owned(),
-                    value,
-                    origin,
-                }),
-            ))
+            if let ValueKind::Quoted(text) | ValueKind::Bare(text) = &value.kind {
+                let (after, _) = skip_ws(i)?;
+                if after.starts_with('{') {
+                    // `Replicate = "inbound_cidr" { }`: printed once in the 3.x manual; read as
+                    // `Name "instance" { … }`, as `Name = { … }` is. Nothing else can follow
+                    // a value with `{`, so this takes no meaning from any other form.
+                    let instance = Instance {
+                        name: text.clone(),
+                        quoted: matches!(value.kind, ValueKind::Quoted(_)),
+                    };
+                    return scope_body(cx, start, after, name, Some(instance));
+                }
+            }
+            Ok((i, setting(name, value, origin)))
         }
-        Some('{') => scope_body(cx, i, name, None, origin),
+        Some('[') => {
+            // `map [ … ]`, `AuthDigestMD5Parameters [ … ]`: both manuals print dictionaries
+            // without `=` several times; read as `Name = [ … ]`. A name followed by `[` has
+            // no other meaning.
+            let (i, value) = dict(cx, i)?;
+            Ok((i, setting(name, value, origin)))
+        }
+        Some('{') => scope_body(cx, start, i, name, None),
         Some('<') => legacy(i, "`<attribute=…>` declaration"),
         Some(c) if c == '"' || !is_bare_terminator(c) => {
             let inst_at = i;
@@ -393,14 +486,24 @@ fn statement<'a>(cx: &Cx, start: &'a str) -> PResult<'a, Statement> {
             let (ValueKind::Quoted(text) | ValueKind::Bare(text)) = inst.kind else {
                 unreachable!("scalar() returns scalars")
             };
+            let instance = Instance {
+                name: text,
+                quoted: inst_at.starts_with('"'),
+            };
             if i.starts_with('{') {
-                let quoted = inst_at.starts_with('"');
-                return scope_body(cx, i, name, Some(Instance { name: text, quoted }), origin);
+                return scope_body(cx, start, i, name, Some(instance));
             }
-            if text.contains('/')
+            // 2.x declared modules `Module generic/x x { … }`, `Logger logging/y y { … }`;
+            // its keywords never held `:` (a console transcript's `10:47:35 /tmp/2025> …` is
+            // no 2.x file).
+            if instance.name.contains('/')
+                && !name.contains(':')
                 && (i.starts_with('"') || i.starts_with(|c| !is_bare_terminator(c)))
             {
-                return legacy(start, &format!("`{name} {text} …` module declaration"));
+                return legacy(
+                    start,
+                    &format!("`{name} {} …` module declaration", instance.name),
+                );
             }
             if i.starts_with('<') {
                 return legacy(i, "`<attribute=…>` declaration");
@@ -408,12 +511,8 @@ fn statement<'a>(cx: &Cx, start: &'a str) -> PResult<'a, Statement> {
             fail(
                 i,
                 format!(
-                    "expected `{{` to open scope `{name} {}`, found {} (an option needs `=`)",
-                    if inst_at.starts_with('"') {
-                        format!("\"{text}\"")
-                    } else {
-                        text.clone()
-                    },
+                    "expected `{{` to open scope `{}`, found {} (an option needs `=`)",
+                    scope_label(name, Some(&instance)),
                     describe(i)
                 ),
             )
@@ -428,51 +527,126 @@ fn statement<'a>(cx: &Cx, start: &'a str) -> PResult<'a, Statement> {
     }
 }
 
+fn setting(name: &str, value: Value, origin: Origin) -> Statement {
+    Statement::Setting(Setting {
+        name: name.to_owned(),
+        value,
+        origin,
+    })
+}
+
+/// How a scope is named in messages: `ESMTP_Listener`, `Listen ":25"`, `node node1.lan`.
+fn scope_label(name: &str, instance: Option<&Instance>) -> String {
+    match instance {
+        None => name.to_owned(),
+        Some(i) if i.quoted => format!("{name} \"{}\"", i.name),
+        Some(i) => format!("{name} {}", i.name),
+    }
+}
+
+/// A scope being read: where its statement starts and what it is called, for the message when
+/// it is never closed.
+struct OpenScope<'a> {
+    start: &'a str,
+    label: String,
+}
+
+/// `Name [instance] {`, from the `{` at `open` to its `}`; `start` is where the name is.
 fn scope_body<'a>(
-    cx: &Cx,
+    cx: &Cx<'_>,
+    start: &'a str,
     open: &'a str,
     name: &str,
     instance: Option<Instance>,
-    origin: Origin,
 ) -> PResult<'a, Statement> {
-    let (i, body) = statements(cx, &open[1..], Some(open))?;
+    let scope = OpenScope {
+        start,
+        label: scope_label(name, instance.as_ref()),
+    };
+    let (i, body) = statements(cx, &open[1..], Some(&scope))?;
+    cx.closed(start, i, || scope.label.clone());
     Ok((
         &i[1..],
         Statement::Scope(ScopeStmt {
             name: name.to_owned(),
             instance,
             body,
-            origin,
+            origin: cx.origin(start),
         }),
     ))
 }
 
-/// Statements up to end of file (`open` is `None`) or up to the `}` closing the scope whose `{`
-/// is at `open`; the `}` is left for the caller.
-fn statements<'a>(cx: &Cx, mut i: &'a str, open: Option<&'a str>) -> PResult<'a, Vec<Statement>> {
+/// Statements up to end of file (`open` is `None`) or up to the `}` closing the scope `open`;
+/// the `}` is left for the caller.
+fn statements<'a>(
+    cx: &Cx<'_>,
+    mut i: &'a str,
+    open: Option<&OpenScope<'a>>,
+) -> PResult<'a, Vec<Statement>> {
     let mut body = Vec::new();
     loop {
         (i, _) = skip_ws(i)?;
         match (i.chars().next(), open) {
             (None, None) => return Ok((i, body)),
-            (None, Some(open)) => {
-                return fail(open, "scope `{` is not closed by `}` before end of file");
-            }
+            (None, Some(open)) => return unclosed(cx, open, &body),
             (Some('}'), Some(_)) => return Ok((i, body)),
             (Some('}'), None) => return fail(i, "`}` closes no open scope"),
             _ => {}
         }
         let (rest, stmt) = statement(cx, i)?;
+        if open.is_none() {
+            // A scope left open must start after this statement: what was noted in it is
+            // no clue.
+            cx.misindented.take();
+        }
         body.push(stmt);
         i = rest;
     }
 }
 
+/// End of file inside `open`. The error names the scope and points at it; a note says where
+/// the missing `}` most likely belongs: after a scope whose `}` is indented otherwise than its
+/// name, or else inside the scope the file's last `}` closed, when that `}` stands on a line of
+/// its own (the end of a scope written over several lines).
+fn unclosed<'a, T>(cx: &Cx<'_>, open: &OpenScope<'a>, body: &[Statement]) -> PResult<'a, T> {
+    let mut notes = Vec::new();
+    if let Some(m) = cx.misindented.borrow_mut().take() {
+        notes.push(format!(
+            "the `}}` at {} is indented unlike `{}` (opened at {}), which it closes: is a `}}` missing before it?",
+            cx.place(&cx.text[m.close..]),
+            m.label,
+            cx.place(&cx.text[m.start..]),
+        ));
+    } else if let Some(Statement::Scope(last)) = body.last()
+        && cx.indent(&cx.text[cx.last_close.get()..]).is_some()
+    {
+        let label = scope_label(&last.name, last.instance.as_ref());
+        notes.push(format!(
+            "the last `}}` closed `{label}` (opened at {}); if it was meant for `{}`, a `}}` is missing inside `{label}`",
+            cx.place(&cx.text[last.origin.offset as usize..]),
+            open.label,
+        ));
+    }
+    Err(nom::Err::Failure(PErr {
+        at: open.start,
+        message: Some(format!(
+            "scope `{}` opened at {} is not closed: no `}}` before end of file",
+            open.label,
+            cx.place(open.start)
+        )),
+        opened: None,
+        legacy: false,
+        notes,
+    }))
+}
+
 /// Parses one file's text. `file` is recorded in every node's origin.
 pub fn parse(text: &str, file: FileId) -> Result<Vec<Statement>, SyntaxError> {
     let cx = Cx {
-        len: text.len(),
+        text,
         file,
+        misindented: RefCell::new(None),
+        last_close: Cell::new(0),
     };
     let body = text.strip_prefix('\u{feff}').unwrap_or(text);
     match statements(&cx, body, None) {
@@ -480,15 +654,13 @@ pub fn parse(text: &str, file: FileId) -> Result<Vec<Statement>, SyntaxError> {
         Err(nom::Err::Error(e) | nom::Err::Failure(e)) => {
             let mut message = e.message.unwrap_or_else(|| "syntax error".into());
             if let Some(opened) = e.opened {
-                let before = &text[..text.len() - opened.len()];
-                let line = before.matches('\n').count() + 1;
-                let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
                 message.push_str(&format!(
-                    " (the `{}` opened at line {line}, column {column} is not closed)",
-                    opened.chars().next().unwrap_or('?')
+                    " (the `{}` opened at {} is not closed)",
+                    opened.chars().next().unwrap_or('?'),
+                    cx.place(opened)
                 ));
             }
-            let mut notes = Vec::new();
+            let mut notes = e.notes;
             if e.legacy {
                 notes.push(
                     "convert the file with Momentum's `ec_migrate_conf` (it rewrites 2.2 syntax as 3.0), then load the result"
@@ -511,7 +683,7 @@ pub fn is_bareword(s: &str) -> bool {
     !s.is_empty() && !s.contains(is_bare_terminator) && !s.contains("/*")
 }
 
-/// Whether `s` can be written as a name (option, scope, dictionary key).
+/// Whether `s` can be written as a name (option or scope).
 pub fn is_name(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(is_name_char)
+    name(s).is_ok_and(|(rest, _)| rest.is_empty())
 }

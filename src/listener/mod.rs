@@ -45,8 +45,9 @@ pub struct Runtime {
     pub tls: TlsConfigs,
     /// AUTH failures per client address and user name (`Auth_Failure_Limit`).
     pub throttle: throttle::Throttle,
-    /// `Listener_Sessions` per Listen (by index), shared by every serving thread.
-    pub caps: Vec<Option<Arc<tokio::sync::Semaphore>>>,
+    /// `Listener_Sessions` budgets (per Listen, and per Peer that sets one), shared by every
+    /// serving thread.
+    pub caps: server::SessionCaps,
     /// Which configuration this is: every reload makes a new one.
     pub generation: u64,
     /// The daemon's metrics, which outlive every configuration.
@@ -78,7 +79,7 @@ impl Runtime {
             backends,
             tls: TlsConfigs::default(),
             throttle: throttle::Throttle::new(failure_limit),
-            caps: Vec::new(),
+            caps: server::SessionCaps::default(),
             generation: {
                 static GENERATIONS: AtomicU64 = AtomicU64::new(1);
                 GENERATIONS.fetch_add(1, Ordering::Relaxed)
@@ -90,18 +91,7 @@ impl Runtime {
         let Some(listener) = rt.config.esmtp_listener.as_ref() else {
             return Err(vec!["no ESMTP_Listener".into()]);
         };
-        let caps = listener
-            .listens
-            .iter()
-            .map(|listen| {
-                listen
-                    .settings
-                    .listener_sessions
-                    .as_ref()
-                    .or(listener.settings.listener_sessions.as_ref())
-                    .map(|n| Arc::new(tokio::sync::Semaphore::new(n.value as usize)))
-            })
-            .collect();
+        let caps = server::SessionCaps::new(listener);
         rt.caps = caps;
         rt.listen_metrics = listener
             .listens

@@ -9,15 +9,18 @@ use super::session::{ClientAddr, Session};
 use super::starttls::handshake;
 use super::{control, shutdown};
 use crate::model::addr::ListenAddr;
+use crate::model::listener::{EsmtpListener, Peer, PeerRef};
+use crate::model::value::Spanned;
 use crate::net::{BoxIo, Prefixed};
 use crate::{log_debug, log_error, log_info};
 use socket2::{Domain, Protocol, Type};
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Momentum's `Listen_Backlog` default.
 const LISTEN_BACKLOG: i32 = 500;
@@ -37,6 +40,104 @@ pub struct Bound {
     pub socket: Socket,
     /// The address actually bound (with the port the kernel chose for `:0`).
     pub local: String,
+}
+
+/// `Listener_Sessions`, shared by every serving thread. Outside a Peer it is one budget per
+/// Listen (its own value, else the listener's); in a Peer it is one more budget, for the
+/// clients that Peer matches, on top of the Listen's: Momentum's example gives the listener
+/// a ceiling and each Peer a share of it. A Peer's budget belongs to its scope, so a
+/// listener-level Peer's is shared by all the Listens.
+#[derive(Default)]
+pub struct SessionCaps {
+    listens: Vec<Option<Cap>>,
+    /// Per Listen, per Peer of that Listen (`listen.peers` order).
+    listen_peers: Vec<Vec<Option<Cap>>>,
+    /// Per Peer of the listener (`listener.peers` order).
+    listener_peers: Vec<Option<Cap>>,
+}
+
+struct Cap {
+    limit: u32,
+    slots: Arc<Semaphore>,
+}
+
+impl Cap {
+    fn new(limit: Option<&Spanned<u32>>) -> Option<Cap> {
+        limit.map(|n| Cap {
+            limit: n.value,
+            slots: Arc::new(Semaphore::new(n.value as usize)),
+        })
+    }
+
+    /// A slot, held until dropped; `None` when every slot is taken.
+    fn take(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().ok()
+    }
+}
+
+impl SessionCaps {
+    pub fn new(listener: &EsmtpListener) -> SessionCaps {
+        let peers = |peers: &[Peer]| {
+            peers
+                .iter()
+                .map(|p| Cap::new(p.settings.listener_sessions.as_ref()))
+                .collect()
+        };
+        SessionCaps {
+            listens: listener
+                .listens
+                .iter()
+                .map(|l| {
+                    Cap::new(
+                        l.settings
+                            .listener_sessions
+                            .as_ref()
+                            .or(listener.settings.listener_sessions.as_ref()),
+                    )
+                })
+                .collect(),
+            listen_peers: listener.listens.iter().map(|l| peers(&l.peers)).collect(),
+            listener_peers: peers(&listener.peers),
+        }
+    }
+
+    /// The Listen's own budget, if it has one.
+    pub fn listen_limit(&self, listen: usize) -> Option<u32> {
+        self.listens[listen].as_ref().map(|c| c.limit)
+    }
+
+    /// A slot in `listen`'s budget: `Ok(None)` when it has none, `Err` when it is full.
+    fn listen_slot(&self, listen: usize) -> Result<Option<OwnedSemaphorePermit>, ()> {
+        self.listens[listen]
+            .as_ref()
+            .map(|c| c.take().ok_or(()))
+            .transpose()
+    }
+
+    /// A slot in the budget of the Peer a client at `ip` counts against, if any (a client
+    /// without an address, on a Unix socket, matches no Peer). The error names the Peer.
+    fn peer_slot(
+        &self,
+        listener: &EsmtpListener,
+        listen: usize,
+        ip: Option<IpAddr>,
+    ) -> Result<Option<OwnedSemaphorePermit>, String> {
+        let l = &listener.listens[listen];
+        let Some(r) = ip.and_then(|ip| listener.session_cap_peer(l, ip)) else {
+            return Ok(None);
+        };
+        let cap = match r {
+            PeerRef::Listen(i) => &self.listen_peers[listen][i],
+            PeerRef::Listener(i) => &self.listener_peers[i],
+        };
+        let cap = cap
+            .as_ref()
+            .expect("session_cap_peer picks a Peer with a cap");
+        match cap.take() {
+            Some(slot) => Ok(Some(slot)),
+            None => Err(format!("Peer \"{}\"", listener.peer(l, r).cidr.value)),
+        }
+    }
 }
 
 /// Binds every enabled Listen, before privileges are dropped.
@@ -164,9 +265,9 @@ pub fn announce(rt: &Runtime, bound: &[Bound], threads: usize) {
             "listening on {} (Listen \"{}\"{}, {threads} thread{})",
             b.local,
             b.addr,
-            rt.caps[b.listen]
-                .as_ref()
-                .map(|c| format!(", Listener_Sessions {}", c.available_permits()))
+            rt.caps
+                .listen_limit(b.listen)
+                .map(|n| format!(", Listener_Sessions {n}"))
                 .unwrap_or_default(),
             if threads == 1 { "" } else { "s" }
         );
@@ -276,16 +377,10 @@ async fn accept_loop(
         let Some(listen) = rt.listen_at(&addr) else {
             continue;
         };
-        let permit = match &rt.caps[listen] {
-            None => None,
-            Some(sem) => match sem.clone().try_acquire_owned() {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    rt.listen_metrics[listen].refused();
-                    tokio::spawn(refuse(io, client));
-                    continue;
-                }
-            },
+        let Ok(permit) = rt.caps.listen_slot(listen) else {
+            rt.listen_metrics[listen].refused();
+            tokio::spawn(refuse(io, client, "Listen"));
+            continue;
         };
         let local = local.clone();
         let guard = shutdown::SessionGuard::new();
@@ -297,9 +392,9 @@ async fn accept_loop(
     }
 }
 
-/// Listener_Sessions reached: a clean, retryable refusal, as Momentum words it.
-async fn refuse(mut io: BoxIo, client: ClientAddr) {
-    log_info!("refused {client}: Listener_Sessions reached");
+/// Listener_Sessions of `whose` reached: a clean, retryable refusal, as Momentum words it.
+async fn refuse(mut io: BoxIo, client: ClientAddr, whose: &str) {
+    log_info!("refused {client}: Listener_Sessions of {whose} reached");
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         io.write_all(b"421 4.4.5 Service unavailable, concurrency limit reached.\r\n")
             .await?;
@@ -316,14 +411,11 @@ pub(crate) async fn start(
     mut io: BoxIo,
     mut client: ClientAddr,
 ) {
-    let settings = &rt.listener().listens[listen].settings;
+    let listener = rt.listener();
     let mut prefix = Vec::new();
-    if settings.proxy_protocol.as_ref().is_some_and(|p| p.value) {
-        // Before the header the client has no address of its own: the unpeered scope's wait.
-        let idle = ClientScope::resolve(&rt, listen, None)
-            .idle_time
-            .unwrap_or(crate::model::listener::DEFAULT_IDLE_TIME);
-        match read_proxy_header(&mut io, idle).await {
+    if listener.proxy_protocol(&listener.listens[listen]) {
+        let limit = listener.proxy_protocol_timeout(&listener.listens[listen]);
+        match read_proxy_header(&mut io, limit).await {
             Ok((header, rest)) => {
                 if let Some(src) = header.source {
                     client = ClientAddr {
@@ -340,6 +432,17 @@ pub(crate) async fn start(
             }
         }
     }
+    // A Peer's budget counts clients by the address the PROXY header gave, as Momentum's
+    // concurrency accounting does; the slot is kept for the connection's life, whatever
+    // XCLIENT says later.
+    let _peer_slot = match rt.caps.peer_slot(listener, listen, client.ip) {
+        Ok(slot) => slot,
+        Err(peer) => {
+            rt.listen_metrics[listen].refused();
+            refuse(io, client, &peer).await;
+            return;
+        }
+    };
     let scope = ClientScope::resolve(&rt, listen, client.ip);
     let mut tls = None;
     if scope.use_ssl {
@@ -378,29 +481,37 @@ pub(crate) async fn start(
     session.run().await;
 }
 
-/// Reads a PROXY v1/v2 header; returns it and the bytes that followed it.
+/// Reads a PROXY v1/v2 header, for at most `limit` (`None`: no limit); returns it and the
+/// bytes that followed it.
 async fn read_proxy_header(
     io: &mut BoxIo,
-    limit: Duration,
+    limit: Option<Duration>,
 ) -> Result<(proxy_protocol::ProxyHeader, Vec<u8>), String> {
-    let mut buf = Vec::with_capacity(256);
-    let mut chunk = [0u8; 512];
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        match proxy_protocol::decode(&buf) {
-            _ if buf.is_empty() => {}
-            Ok(Decoded::Header(h, used)) => return Ok((h, buf.split_off(used))),
-            Ok(Decoded::Incomplete) => {}
-            Err(e) => return Err(e.to_string()),
+    let read = async {
+        let mut buf = Vec::with_capacity(256);
+        let mut chunk = [0u8; 512];
+        loop {
+            match proxy_protocol::decode(&buf) {
+                _ if buf.is_empty() => {}
+                Ok(Decoded::Header(h, used)) => return Ok((h, buf.split_off(used))),
+                Ok(Decoded::Incomplete) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            let n = io.read(&mut chunk).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("closed before a PROXY protocol header".into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
         }
-        let n = tokio::time::timeout_at(deadline, io.read(&mut chunk))
-            .await
-            .map_err(|_| "no PROXY protocol header in time".to_owned())?
-            .map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("closed before a PROXY protocol header".into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
+    };
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, read).await.map_err(|_| {
+            format!(
+                "no PROXY protocol header within Proxy_Protocol_Timeout ({}s)",
+                limit.as_secs()
+            )
+        })?,
+        None => read.await,
     }
 }
 

@@ -35,6 +35,8 @@ pub struct ListenerSettings {
     pub open_relay: Option<Spanned<bool>>,
     pub require_ehlo: Option<Spanned<bool>>,
     pub idle_time: Option<Spanned<Duration>>,
+    /// `Listener_Sessions`: in ESMTP_Listener or Listen, a cap on the Listen's concurrent
+    /// sessions; in a Peer, a separate cap on the sessions of the clients that Peer matches.
     pub listener_sessions: Option<Spanned<u32>>,
     /// `Auth_Failure_Limit` (ours; ESMTP_Listener only): failed AUTH attempts per client
     /// address, and per user name, within ten minutes before further attempts are refused.
@@ -43,6 +45,8 @@ pub struct ListenerSettings {
     pub banner_hostname: Option<Spanned<String>>,
     pub reconfig_message: Option<Spanned<String>>,
     pub proxy_protocol: Option<Spanned<bool>>,
+    /// `Proxy_Protocol_Timeout`: how long the PROXY header may take to arrive; zero is no limit.
+    pub proxy_protocol_timeout: Option<Spanned<Duration>>,
     pub use_ssl: Option<Spanned<bool>>,
     pub tls_certificate: Option<Spanned<PathBuf>>,
     pub tls_key: Option<Spanned<PathBuf>>,
@@ -188,6 +192,13 @@ pub struct Peer {
     pub settings: ListenerSettings,
 }
 
+/// A Peer of a Listen (index in its `peers`) or of the listener (index in its `peers`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerRef {
+    Listen(usize),
+    Listener(usize),
+}
+
 /// A `Listen "address" { }` scope: one socket.
 #[derive(Clone, Debug)]
 pub struct Listen {
@@ -210,6 +221,7 @@ pub struct EsmtpListener {
 /// Defaults where no scope sets an option (Momentum's documented defaults where it has them).
 pub const DEFAULT_IDLE_TIME: Duration = Duration::from_secs(300);
 pub const DEFAULT_RECONFIG_MESSAGE: &str = "4.3.2 Reconfiguration in progress";
+pub const DEFAULT_PROXY_PROTOCOL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The settings in force for one client of one Listen: the fallback chain, most specific first.
 #[derive(Clone, Debug)]
@@ -325,6 +337,50 @@ impl EsmtpListener {
         )
     }
 
+    /// Whether `listen` reads a PROXY header first: its own `Proxy_Protocol`, else the
+    /// listener's.
+    pub fn proxy_protocol(&self, listen: &Listen) -> bool {
+        listen
+            .settings
+            .proxy_protocol
+            .as_ref()
+            .or(self.settings.proxy_protocol.as_ref())
+            .is_some_and(|p| p.value)
+    }
+
+    /// How long `listen` waits for a whole PROXY header (`None`: as long as it takes).
+    pub fn proxy_protocol_timeout(&self, listen: &Listen) -> Option<Duration> {
+        listen
+            .settings
+            .proxy_protocol_timeout
+            .as_ref()
+            .or(self.settings.proxy_protocol_timeout.as_ref())
+            .map_or(Some(DEFAULT_PROXY_PROTOCOL_TIMEOUT), |t| {
+                Some(t.value).filter(|d| !d.is_zero())
+            })
+    }
+
+    /// The Peer whose `Listener_Sessions` a client at `ip` of `listen` counts against: the most
+    /// specific matching Peer that sets one, the Listen's own Peers first, as the fallback
+    /// order has it. Returned as (index in `listen.peers`, None) or (None, index in `peers`).
+    pub fn session_cap_peer(&self, listen: &Listen, ip: IpAddr) -> Option<PeerRef> {
+        let capped = |p: &Peer| p.cidr.contains(ip) && p.settings.listener_sessions.is_some();
+        listen
+            .peers
+            .iter()
+            .position(capped)
+            .map(PeerRef::Listen)
+            .or_else(|| self.peers.iter().position(capped).map(PeerRef::Listener))
+    }
+
+    /// The Peer `r` refers to, among those of `listen`.
+    pub fn peer<'a>(&'a self, listen: &'a Listen, r: PeerRef) -> &'a Peer {
+        match r {
+            PeerRef::Listen(i) => &listen.peers[i],
+            PeerRef::Listener(i) => &self.peers[i],
+        }
+    }
+
     pub fn enabled_listens(&self) -> impl Iterator<Item = &Listen> {
         self.listens.iter().filter(|l| self.enabled(l))
     }
@@ -353,10 +409,9 @@ fn valid_in(name: &str, kind: ScopeKind) -> bool {
     use ScopeKind::*;
     match name {
         "relay_hosts" | "require_ehlo" => matches!(kind, Global | EsmtpListener | Listen | Peer),
-        "enable" | "listener_sessions" | "reconfig_message" => {
+        "enable" | "reconfig_message" | "proxy_protocol" | "proxy_protocol_timeout" => {
             matches!(kind, EsmtpListener | Listen)
         }
-        "proxy_protocol" => kind == Listen,
         // Process-wide counters: one limit, set where the listener is.
         "auth_failure_limit" => kind == EsmtpListener,
         _ => matches!(kind, EsmtpListener | Listen | Peer),
@@ -419,6 +474,19 @@ pub(super) fn read_setting(
         "banner_hostname" => out.banner_hostname = cx.read(s, value::text),
         "reconfig_message" => out.reconfig_message = cx.read(s, value::text),
         "proxy_protocol" => out.proxy_protocol = cx.read(s, value::boolean),
+        "proxy_protocol_timeout" => {
+            out.proxy_protocol_timeout = cx.read(s, value::seconds);
+            if out
+                .proxy_protocol_timeout
+                .as_ref()
+                .is_some_and(|d| d.is_zero())
+            {
+                cx.diags.push(Diagnostic::warning(
+                    s.value.origin,
+                    "`Proxy_Protocol_Timeout = 0` turns the timeout off: a client that sends part of a header holds its session forever",
+                ));
+            }
+        }
         "use_ssl" => out.use_ssl = cx.read(s, value::boolean),
         "tls_certificate" => out.tls_certificate = cx.read_path(s),
         "tls_key" => out.tls_key = cx.read_path(s),
@@ -765,6 +833,29 @@ pub(super) fn read_esmtp_listener(cx: &mut Cx, scope: &Scope) -> EsmtpListener {
         }
     }
     sort_peers(&mut listener.peers);
+    // Proxy_Protocol_Timeout bounds only the wait for a PROXY header (Momentum: "no effect
+    // where Proxy_Protocol is not enabled").
+    let unused_timeout = |t: &Spanned<Duration>, where_: &str| {
+        Diagnostic::warning(
+            t.origin,
+            format!(
+                "`Proxy_Protocol_Timeout` has no effect: {where_} reads no PROXY header (`Proxy_Protocol` is not true)"
+            ),
+        )
+    };
+    for l in &listener.listens {
+        if let Some(t) = &l.settings.proxy_protocol_timeout
+            && !listener.proxy_protocol(l)
+        {
+            let d = unused_timeout(t, &format!("Listen \"{}\"", l.address.value));
+            cx.diags.push(d);
+        }
+    }
+    if let Some(t) = &listener.settings.proxy_protocol_timeout
+        && !listener.listens.iter().any(|l| listener.proxy_protocol(l))
+    {
+        cx.diags.push(unused_timeout(t, "no Listen"));
+    }
     // `Listen ":25"` and `Listen "*:25"` are one socket: two scopes for it cannot both bind.
     for (i, l) in listener.listens.iter().enumerate() {
         if let Some(first) = listener.listens[..i]
