@@ -12,6 +12,7 @@ pub mod names;
 pub mod prometheus;
 pub mod proxy;
 pub mod query;
+pub mod queue;
 pub mod routing;
 pub mod security;
 pub mod value;
@@ -38,12 +39,25 @@ pub struct Config {
     pub auth_proxy: Option<SmtpAuthProxy>,
     pub datasources: Vec<Datasource>,
     pub routing: Routing,
+    /// `Spoolbase`: where accepted mail waits for delivery.
+    pub spoolbase: Option<Spanned<PathBuf>>,
+    /// Retries, expiration, bounces (global; a Domain may override).
+    pub queue: queue::QueueSettings,
+    pub ec_logger: Option<queue::EcLogger>,
     pub security: Option<Security>,
     /// Where metrics are served; `None`: nowhere, and nothing is counted.
     pub prometheus_listener: Option<PrometheusListener>,
 }
 
 impl Config {
+    /// The spool directory: `Spoolbase`, or this package's default.
+    pub fn spoolbase(&self) -> PathBuf {
+        self.spoolbase.as_ref().map_or_else(
+            || PathBuf::from(queue::DEFAULT_SPOOLBASE),
+            |s| s.value.clone(),
+        )
+    }
+
     pub fn datasource(&self, name: &str) -> Option<&Datasource> {
         self.datasources.iter().find(|d| d.name == name)
     }
@@ -79,6 +93,10 @@ pub fn build(root: &Scope, sources: &SourceMap) -> (Config, Diagnostics) {
             "relay_domains" => config.relay_domains = cx.read(s, routing::read_relay_domains),
             "gateway" => config.routing.gateway = cx.read(s, routing::read_gateway),
             "routes" => config.routing.routes = cx.read(s, routing::read_routes),
+            "spoolbase" => config.spoolbase = cx.read_path(s),
+            name if queue::QUEUE_OPTIONS.contains(&name) => {
+                config.queue.read_setting(&mut cx, s);
+            }
             "xclient" => {
                 if let Some(x) = cx.read(s, routing::read_xclient) {
                     config.routing.xclient = x.value;
@@ -114,6 +132,7 @@ pub fn build(root: &Scope, sources: &SourceMap) -> (Config, Diagnostics) {
                 config.auth_proxy = proxy::read(&mut cx, scope);
             }
             "datasource" => config.datasources.extend(datasource::read(&mut cx, scope)),
+            "ec_logger" => config.ec_logger = Some(queue::read_ec_logger(&mut cx, scope)),
             "security" => config.security = Some(security::read(&mut cx, scope)),
             "prometheus_listener" => {
                 config.prometheus_listener = Some(prometheus::read(&mut cx, scope));

@@ -18,6 +18,7 @@ pub enum ScopeKind {
     Security,
     PrometheusListener,
     PrometheusListen,
+    EcLogger,
 }
 
 impl ScopeKind {
@@ -32,6 +33,7 @@ impl ScopeKind {
             ScopeKind::Security => "Security",
             ScopeKind::PrometheusListener => "Prometheus_Listener",
             ScopeKind::PrometheusListen => "Prometheus_Listener Listen",
+            ScopeKind::EcLogger => "ec_logger",
         }
     }
 
@@ -45,6 +47,13 @@ impl ScopeKind {
                 "gateway",
                 "routes",
                 "xclient",
+                "spoolbase",
+                "retry_interval",
+                "max_retry_interval",
+                "max_retries",
+                "message_expiration",
+                "generate_bounces",
+                "max_deliveries_per_connection",
             ],
             ScopeKind::EsmtpListener | ScopeKind::Listen | ScopeKind::Peer => LISTENER_OPTIONS,
             ScopeKind::AuthProxy => &[
@@ -59,10 +68,12 @@ impl ScopeKind {
                 "tls_ca",
                 "pool",
                 "debug_level",
+                "deliver_through_upstream",
             ],
             ScopeKind::Datasource => &["uri", "cache_size", "cache_life", "max_rows", "no_cache"],
             ScopeKind::Security => &["user", "group"],
             ScopeKind::PrometheusListener | ScopeKind::PrometheusListen => &["enable"],
+            ScopeKind::EcLogger => &["mainlog", "heartbeat"],
         }
     }
 
@@ -75,6 +86,7 @@ impl ScopeKind {
                 "datasource",
                 "security",
                 "prometheus_listener",
+                "ec_logger",
             ],
             ScopeKind::EsmtpListener => &["listen", "peer"],
             ScopeKind::PrometheusListener => &["listen"],

@@ -60,6 +60,10 @@ pub struct SmtpAuthProxy {
     pub pool: usize,
     /// `enabled = false` loads the module passive: it answers no AUTH.
     pub enabled: bool,
+    /// `deliver_through_upstream` (ours): mail after a pass through this engine goes through
+    /// the very upstream session that accepted the AUTH, synchronously, instead of the spool
+    /// and the routes every other message takes.
+    pub deliver_through_upstream: bool,
     /// `debug_level` (every Momentum module has it): the daemon's log level.
     pub debug_level: Option<Spanned<crate::log::Level>>,
     pub origin: Origin,
@@ -78,6 +82,7 @@ pub(super) fn read(cx: &mut Cx, scope: &Scope) -> Option<SmtpAuthProxy> {
     let mut tls_ca = PathBuf::from(DEFAULT_TLS_CA);
     let mut pool = DEFAULT_POOL;
     let mut debug_level = None;
+    let mut deliver_through_upstream = false;
     // `port` applies to hosts written without one, wherever it appears in the scope.
     if let Some(s) = scope.get("port") {
         if let Some(p) = cx.read(s, |n, v| value::unsigned(n, v, 1, 65535)) {
@@ -157,6 +162,9 @@ pub(super) fn read(cx: &mut Cx, scope: &Scope) -> Option<SmtpAuthProxy> {
                 }
             }
             "enabled" => enabled = cx.read(s, value::boolean).is_none_or(|b| b.value),
+            "deliver_through_upstream" => {
+                deliver_through_upstream = cx.read(s, value::boolean).is_some_and(|b| b.value)
+            }
             "debug_level" => {
                 debug_level = cx.read(s, |n, v| {
                     use crate::log::Level;
@@ -207,6 +215,7 @@ pub(super) fn read(cx: &mut Cx, scope: &Scope) -> Option<SmtpAuthProxy> {
         pool,
         enabled,
         debug_level,
+        deliver_through_upstream,
         origin,
     })
 }

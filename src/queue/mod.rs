@@ -2,3 +2,4 @@
 
 pub mod dsn;
 pub mod mainlog;
+pub mod schedule;
