@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod datasource;
+pub mod dns;
 #[doc(hidden)]
 pub mod fuzz_checks;
 pub mod listener;
