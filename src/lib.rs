@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod datasource;
+pub mod delivery;
 pub mod dns;
 #[doc(hidden)]
 pub mod fuzz_checks;
@@ -22,3 +23,4 @@ pub mod privileges;
 pub mod proxy;
 pub mod reply;
 pub mod syslog;
+pub mod xtext;

@@ -26,7 +26,8 @@ pub mod starttls;
 pub mod throttle;
 pub mod tls;
 pub mod xclient;
-pub mod xtext;
+/// xtext moved to the crate root (outbound XCLIENT in `delivery` writes it too).
+pub use crate::xtext;
 
 use crate::auth::{Backend, file::PasswordFile};
 use crate::datasource::Datasource;
