@@ -307,7 +307,9 @@ impl Outbound {
         )
         .await;
         match fresh {
-            Ok(fresh) => {
+            Ok(mut fresh) => {
+                // The message's byte count spans both connections.
+                fresh.conn.sent += self.conn.sent;
                 let old = std::mem::replace(self, fresh);
                 old.quit().await;
                 Ok(())

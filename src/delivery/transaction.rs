@@ -48,7 +48,7 @@ impl Outbound {
         MessageOutcome {
             recipients,
             remote: self.conn.peer,
-            bytes_sent: self.conn.sent - start,
+            bytes_sent: self.conn.sent.saturating_sub(start),
             dsn_passed,
             tls: self.tls,
         }

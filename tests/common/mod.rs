@@ -87,3 +87,4 @@ pub fn error_of(text: &str) -> String {
 pub mod daemon;
 pub mod dnsmasq;
 pub mod fake_upstream;
+pub mod postfix;
