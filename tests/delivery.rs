@@ -599,3 +599,139 @@ fn a_next_hop_that_does_not_answer_is_a_transient_failure_naming_it() {
         );
     });
 }
+
+#[test]
+fn aaaa_records_are_used_only_with_use_ipv6() {
+    let dns = Dnsmasq::start(&[
+        "--host-record=six.test,::1",
+        "--host-record=both.test,127.0.0.1,::1",
+    ]);
+    let without = delivery(&format!("DNS_Nameservers = ( \"{}\" )", dns.addr()));
+    let with = delivery(&format!(
+        "DNS_Nameservers = ( \"{}\" )\nUse_IPv6 = true",
+        dns.addr()
+    ));
+    rt().block_on(async {
+        let o = without.next_hops("six.test").await.unwrap_err();
+        assert_eq!(o.disposition, Disposition::Permanent, "{o}");
+        assert_eq!(
+            o.to_string(),
+            "550 5.1.2 A lookup for six.test: no A record"
+        );
+        let hops = with.next_hops("six.test").await.unwrap();
+        assert_eq!(hops[0].addrs, ["::1".parse::<std::net::IpAddr>().unwrap()]);
+        let hops = with.next_hops("both.test").await.unwrap();
+        let addrs: Vec<String> = hops[0].addrs.iter().map(|a| a.to_string()).collect();
+        assert_eq!(addrs, ["127.0.0.1", "::1"], "IPv4 first");
+        let hops = without.next_hops("both.test").await.unwrap();
+        assert_eq!(hops[0].addrs.len(), 1);
+    });
+}
+
+#[test]
+fn routes_of_equal_preference_share_the_load() {
+    let d = delivery(
+        r#"Routes = ( "smtp://127.0.0.2?pref=5&port=2525" "smtp://127.0.0.3?pref=5&port=2525" "smtp://127.0.0.4?pref=9&port=2525" )"#,
+    );
+    let mut firsts = std::collections::BTreeSet::new();
+    rt().block_on(async {
+        for _ in 0..40 {
+            let hops = d.next_hops("any.test").await.unwrap();
+            assert_eq!(hops.len(), 3);
+            assert_eq!(hops[2].name, "127.0.0.4", "the worse preference stays last");
+            firsts.insert(hops[0].name.clone());
+        }
+    });
+    assert_eq!(
+        firsts.into_iter().collect::<Vec<_>>(),
+        ["127.0.0.2", "127.0.0.3"]
+    );
+}
+
+#[test]
+fn a_421_ends_the_connection_and_leaves_open_recipients_to_try_again() {
+    let up = Upstream::start_with(
+        &[],
+        &[
+            "--pipelining",
+            "--rcpt-reply",
+            "b@x.test=421 4.3.2 Shutting down",
+        ],
+    );
+    let d = delivery(&format!("Gateway = \"127.0.0.1:{}\"", up.port));
+    rt().block_on(async {
+        let mut out = d.open("x.test", "").await.unwrap();
+        let r = out
+            .deliver(&message(
+                "M1",
+                &["a@x.test", "b@x.test", "c@x.test"],
+                CONTENT,
+            ))
+            .await;
+        for o in &r.recipients {
+            assert_eq!(o.disposition, Disposition::Transient, "{o}");
+            assert_eq!(o.to_string(), "421 4.3.2 Shutting down");
+        }
+        assert!(!out.is_usable());
+    });
+    assert!(up.messages().is_empty());
+}
+
+#[test]
+fn an_international_address_waits_for_a_next_hop_with_smtputf8() {
+    let up = Upstream::start(&[]);
+    let d = delivery(&format!("Gateway = \"127.0.0.1:{}\"", up.port));
+    rt().block_on(async {
+        let mut out = d.open("x.test", "").await.unwrap();
+        let r = out
+            .deliver(&message("M1", &["jos\u{e9}@x.test"], CONTENT))
+            .await;
+        let o = &r.recipients[0];
+        assert_eq!(o.disposition, Disposition::Permanent);
+        assert_eq!(o.enhanced.unwrap().to_string(), "5.6.7");
+        assert_eq!(r.bytes_sent, 0);
+        assert!(out.is_usable());
+    });
+}
+
+#[test]
+fn a_failed_tls_handshake_falls_back_to_clear_text_unless_told_not_to() {
+    let dir = TempDir::new("tls-fallback");
+    let certs = Certs::new(dir.path());
+    let other = TempDir::new("tls-other-ca");
+    let other_ca = Certs::new(other.path()).ca;
+    let up = Upstream::start_with(
+        &[],
+        &[
+            "--tls",
+            certs.cert.to_str().unwrap(),
+            certs.key.to_str().unwrap(),
+        ],
+    );
+    // The certificate does not chain to `other_ca`: the handshake fails on our side.
+    let d = delivery(&format!(
+        r#"Gateway = "127.0.0.1:{port}"
+TLS = ifavailable
+TLS_Verify = ca
+TLS_CA = "{ca}"
+Domain "strict.test" {{ TLS_Ifavailable_Fallback = false }}
+"#,
+        port = up.port,
+        ca = other_ca.display()
+    ));
+    rt().block_on(async {
+        let mut out = d.open("lenient.test", "").await.unwrap();
+        assert!(!out.is_tls());
+        let r = out
+            .deliver(&message("M1", &["a@lenient.test"], CONTENT))
+            .await;
+        assert!(delivered(&r.recipients[0]) && !r.tls);
+        let f = d.open("strict.test", "").await.err().unwrap();
+        assert_eq!(f.outcome.disposition, Disposition::Transient);
+        assert_eq!(f.outcome.stage, Stage::TlsHandshake);
+        assert_eq!(f.outcome.enhanced.unwrap().to_string(), "4.7.5");
+    });
+    let got = up.messages();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["tls"], false);
+}

@@ -240,3 +240,47 @@ fn chunking_and_the_dsn_parameters_reach_postfix() {
         "both messages went by BDAT, on one connection: {done:?}"
     );
 }
+
+#[test]
+fn a_message_larger_than_postfix_takes_fails_permanently_without_being_sent() {
+    let pf = Postfix::start("message_size_limit = 2000");
+    let d = delivery(&format!("Gateway = \"127.0.0.1:{}\"", pf.port));
+    let mut large = b"Subject: large\r\n\r\n".to_vec();
+    large.resize(3000, b'x');
+    rt().block_on(async {
+        let mut out = d.open("dest.test", "").await.unwrap();
+        let r = out
+            .deliver(&message(
+                "s@origin.test",
+                "large@dest.test",
+                Origin::default(),
+                large,
+            ))
+            .await;
+        let o = &r.recipients[0];
+        assert_eq!(o.disposition, Disposition::Permanent);
+        assert_eq!(
+            o.to_string(),
+            "552 5.3.4 message of 3000 bytes exceeds the 2000 bytes 127.0.0.1 takes"
+        );
+        assert_eq!(r.bytes_sent, 0);
+        let r = out
+            .deliver(&message(
+                "s@origin.test",
+                "small@dest.test",
+                Origin::default(),
+                CONTENT.to_vec(),
+            ))
+            .await;
+        assert_eq!(
+            r.recipients[0].disposition,
+            Disposition::Delivered,
+            "{}",
+            r.recipients[0]
+        );
+        out.quit().await;
+    });
+    let queue = pf.wait_queue(1);
+    assert_eq!(queue.len(), 1);
+    queued(&queue, "small@dest.test");
+}
