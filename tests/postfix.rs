@@ -284,3 +284,38 @@ fn a_message_larger_than_postfix_takes_fails_permanently_without_being_sent() {
     assert_eq!(queue.len(), 1);
     queued(&queue, "small@dest.test");
 }
+
+#[test]
+fn a_connection_postfix_timed_out_while_idle_is_replaced_before_the_next_message() {
+    let pf = Postfix::start("smtpd_timeout = 1s");
+    let d = delivery(&format!("Gateway = \"127.0.0.1:{}\"", pf.port));
+    rt().block_on(async {
+        let mut out = d.open("dest.test", "").await.unwrap();
+        let first = message(
+            "s@origin.test",
+            "first@dest.test",
+            Origin::default(),
+            CONTENT.to_vec(),
+        );
+        let r = out.deliver(&first).await;
+        assert_eq!(r.recipients[0].disposition, Disposition::Delivered);
+        // Longer than Postfix's smtpd_timeout: it says 421 and closes.
+        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        let second = message(
+            "s@origin.test",
+            "second@dest.test",
+            Origin::default(),
+            CONTENT.to_vec(),
+        );
+        let r = out.deliver(&second).await;
+        assert_eq!(
+            r.recipients[0].disposition,
+            Disposition::Delivered,
+            "{}",
+            r.recipients[0]
+        );
+        out.quit().await;
+    });
+    assert_eq!(pf.wait_queue(2).len(), 2);
+    pf.wait_log("timeout after", 1);
+}

@@ -98,6 +98,21 @@ impl Conn {
         .map_err(|_| Broken::Timeout)?
     }
 
+    /// Whether the next hop has spoken or hung up while nobody asked: on a connection idle
+    /// between messages that means it timed the session out (a `421` and close). Looks
+    /// without waiting.
+    pub async fn is_stale(&mut self) -> bool {
+        if !self.rbuf.is_empty() {
+            return true;
+        }
+        self.rbuf.reserve(512);
+        // A zero timeout still polls the read once: data, end-of-stream or an error already
+        // there completes it.
+        timeout(Duration::ZERO, self.io.read_buf(&mut self.rbuf))
+            .await
+            .is_ok()
+    }
+
     /// Turns the stream into TLS (after STARTTLS's 220).
     pub async fn upgrade(
         &mut self,

@@ -79,6 +79,8 @@ pub struct Outbound {
     pub(super) usable: bool,
     /// Messages the next hop accepted on this connection.
     pub(super) accepted: u32,
+    /// Messages tried on this connection.
+    pub(super) attempted: u32,
 }
 
 /// What became of XCLIENT before a message.
@@ -137,6 +139,7 @@ impl Outbound {
             dirty: false,
             usable: true,
             accepted: 0,
+            attempted: 0,
         };
         let greeting = out
             .conn
@@ -362,7 +365,8 @@ impl Outbound {
         self.usable
     }
 
-    /// Messages the next hop accepted on this connection (for `Max_Deliveries_Per_Connection`).
+    /// Messages the next hop accepted (for at least one recipient) on this connection, for
+    /// `Max_Deliveries_Per_Connection`.
     pub fn accepted(&self) -> u32 {
         self.accepted
     }

@@ -34,14 +34,25 @@ impl Outbound {
     pub async fn deliver(&mut self, msg: &OutboundMessage) -> MessageOutcome {
         let start = self.conn.sent;
         let mut dsn_passed = false;
-        let recipients = match self.transact(msg, &mut dsn_passed).await {
+        let fresh = if self.attempted > 0 && self.usable && self.conn.is_stale().await {
+            // The next hop closed this idle connection (its timeout): a new one, same address.
+            self.reconnect().await
+        } else {
+            Ok(())
+        };
+        self.attempted += 1;
+        let result = match fresh {
+            Ok(()) => self.transact(msg, &mut dsn_passed).await,
+            Err(o) => Err(o),
+        };
+        let recipients = match result {
             Ok(outcomes) => outcomes,
             Err(outcome) => vec![outcome; msg.recipients.len()],
         };
+        // Momentum's Max_Deliveries_Per_Connection counts successful deliveries.
         if recipients
             .iter()
-            .all(|o| o.disposition == Disposition::Delivered)
-            && !recipients.is_empty()
+            .any(|o| o.disposition == Disposition::Delivered)
         {
             self.accepted += 1;
         }
