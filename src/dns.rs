@@ -93,7 +93,16 @@ impl Resolver {
             .resolv_conf
             .as_ref()
             .map_or_else(|| SYSTEM_RESOLV_CONF.into(), |p| p.value.clone());
-        let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = match std::fs::read(&path) {
+            Ok(text) => text,
+            // No /etc/resolv.conf at all: the C library asks the local server then.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound && settings.resolv_conf.is_none() =>
+            {
+                Vec::new()
+            }
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
         let has_nameserver = String::from_utf8_lossy(&text)
             .lines()
             .any(|l| l.trim_start().starts_with("nameserver"));
