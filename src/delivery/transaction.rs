@@ -374,7 +374,14 @@ impl Outbound {
         } else {
             match data {
                 Some(d) if d.code == 354 => self.send_data(&msg.content).await,
-                Some(d) => Err(Outcome::from_reply(&d, Stage::Data)),
+                Some(d) if d.code >= 400 => Err(Outcome::from_reply(&d, Stage::Data)),
+                // Anything else where 354 was due: out of step, and nothing was delivered.
+                Some(d) => {
+                    let mut o = Outcome::from_reply(&d, Stage::Data);
+                    o.disposition = Disposition::Transient;
+                    self.usable = false;
+                    Err(o)
+                }
                 None => Err(self.lost("no reply to DATA", Stage::Data)),
             }
         };
