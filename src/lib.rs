@@ -12,6 +12,8 @@ pub mod config;
 pub mod daemon;
 pub mod datasource;
 pub mod date;
+pub mod delivery;
+pub mod dns;
 #[doc(hidden)]
 pub mod fuzz_checks;
 pub mod header;
@@ -25,3 +27,4 @@ pub mod queue;
 pub mod reply;
 pub mod syslog;
 pub mod text;
+pub mod xtext;

@@ -444,11 +444,7 @@ fn a_stalled_syslogd_does_not_stall_sessions() {
 
 #[test]
 fn outbound_xclient_gives_postfix_the_clients_own_helo() {
-    let up = Upstream::start(&[]);
-    let Some(postfix) = Postfix::start(up.port, "smtpd_authorized_xclient_hosts = 127.0.0.0/8")
-    else {
-        return;
-    };
+    let postfix = Postfix::start("");
     let conf = format!(
         "Gateway = \"127.0.0.1:{}\"\nXCLIENT = required\nrelay_hosts = ( \"127.0.0.0/8\" )\nESMTP_Listener {{ Listen \"127.0.0.1:0\" {{ }} }}\n",
         postfix.port
@@ -456,37 +452,17 @@ fn outbound_xclient_gives_postfix_the_clients_own_helo() {
     let d = Daemon::start(TempDir::new("postfix-xclient"), &conf, 1);
     let t = swaks(
         d.port(),
-        "--ehlo client.test --from a@b.example --to x@remote.example",
+        "--ehlo client.test --from a@b.example --to x@dest.test",
     );
+    assert!(t.contains("<-  250 "), "{t}\n{}", postfix.log());
+    // Postfix's Received: line names the client's HELO, and its address from XCLIENT.
+    let queue = postfix.wait_queue(1);
+    let id = queue[0]["queue_id"].as_str().unwrap();
+    let message = postfix.postcat(id);
     assert!(
-        t.contains("<-  250 Ok: queued as"),
-        "{t}\n{}",
-        postfix.log()
-    );
-    // Postfix relays it on to the test server: its Received: line names the client's HELO.
-    let start = Instant::now();
-    let msgs = loop {
-        let m = up.messages();
-        if !m.is_empty() {
-            break m;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "Postfix did not relay:\n{}",
-            postfix.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let data = msgs[0]["data"].as_str().unwrap();
-    let postfix_received = data
-        .split("\r\nReceived: ")
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(
-        postfix_received.contains("from client.test (unknown [127.0.0.1])")
-            && postfix_received.contains("by postfix.test (Postfix)"),
-        "{data}"
+        message.contains("Received: from client.test (unknown [127.0.0.1])")
+            && message.contains("by pf.test (Postfix)"),
+        "{message}"
     );
     // And it did go through XCLIENT (the NAME we sent, [UNAVAILABLE], is Postfix's `unknown`).
     assert!(

@@ -297,10 +297,6 @@ fn values_are_validated_where_written() {
             "test.conf:1:11: error: `Gateway = \"#spe_relay\"` names a Domain's routes",
         ),
         (
-            "Routes = ( __mx__ )",
-            "test.conf:1:12: error: `__mx__` (deliver by MX lookup) is not implemented",
-        ),
-        (
             "XCLIENT = sometimes",
             "test.conf:1:11: error: `XCLIENT` takes one of no, ifavailable, required",
         ),

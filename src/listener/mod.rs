@@ -25,7 +25,8 @@ pub mod starttls;
 pub mod throttle;
 pub mod tls;
 pub mod xclient;
-pub mod xtext;
+/// xtext moved to the crate root (outbound XCLIENT in `delivery` writes it too).
+pub use crate::xtext;
 
 use crate::auth::{Backend, Backends};
 use crate::metrics::{ListenCounters, Metrics};

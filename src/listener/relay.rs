@@ -10,7 +10,7 @@ use super::xtext;
 use crate::client::SmtpClient;
 use crate::log_warning;
 use crate::metrics::NextHop;
-use crate::model::routing::OutboundXclient;
+use crate::model::routing::{DEFAULT_REMOTE_PORT, OutboundXclient, Target};
 use crate::reply::{Enhanced, Reply};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -43,11 +43,22 @@ impl Session {
             return HopState::Ready;
         }
         let routing = &self.rt.config.routing;
+        let port = routing
+            .outbound
+            .remote_smtp_port
+            .as_ref()
+            .map_or(DEFAULT_REMOTE_PORT, |p| p.value);
+        // The relay cannot deliver by MX: `__mx__` entries wait for the queue.
         let targets: Vec<_> = routing
             .gateway
             .iter()
-            .map(|g| g.value.clone())
-            .chain(routing.routes.iter().flat_map(|r| r.value.iter().cloned()))
+            .map(|g| g.value.with_port(port))
+            .chain(routing.routes.iter().flat_map(|r| {
+                r.value.iter().filter_map(move |r| match &r.target {
+                    Target::Host(h) => Some(h.with_port(port)),
+                    Target::Mx => None,
+                })
+            }))
             .collect();
         if targets.is_empty() {
             // An authenticated session whose upstream connection is gone has lost its route.

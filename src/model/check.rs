@@ -7,11 +7,13 @@
 use super::addr::ListenAddr;
 use super::datasource::DatasourceUri;
 use super::listener::{AuthBackend, Effective, ListenerSettings, Mechanism};
+use super::outbound::{DEFAULT_TLS_CA, OutboundTlsVerify};
+use super::routing::Target;
 use super::{Config, Cx};
 use crate::config::{Diagnostic, Origin};
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub(super) fn check(cx: &mut Cx, config: &Config) {
     let mut seen = HashSet::new();
@@ -24,6 +26,7 @@ pub(super) fn check(cx: &mut Cx, config: &Config) {
     check_auth_proxy(cx, config);
     check_relay_domains(cx, config);
     check_files(cx, config);
+    check_outbound(cx, config);
 }
 
 fn check_listeners(cx: &mut Cx, config: &Config, push: &mut impl FnMut(&mut Cx, Diagnostic)) {
@@ -391,6 +394,98 @@ fn check_files(cx: &mut Cx, config: &Config) {
             {
                 check_file(cx, path, params.backend.origin, "password file", None);
             }
+        }
+    }
+}
+
+/// Outbound delivery: the resolver's source, CA files, and routes that cannot work.
+fn check_outbound(cx: &mut Cx, config: &Config) {
+    let routing = &config.routing;
+    let r = &routing.resolver;
+    if let (Some(conf), Some(ns)) = (&r.resolv_conf, &r.nameservers) {
+        let at = cx.sources.locate(conf.origin).to_string();
+        cx.diags.push(Diagnostic::error(
+            ns.origin,
+            format!(
+                "DNS_Nameservers and Resolv_Conf (at {at}) both name the DNS servers; keep one"
+            ),
+        ));
+    }
+    if let Some(conf) = &r.resolv_conf {
+        check_file(
+            cx,
+            &conf.value,
+            conf.origin,
+            "Resolv_Conf",
+            Some("nameserver"),
+        );
+    }
+    let global = (
+        "the global scope".to_owned(),
+        &routing.gateway,
+        &routing.routes,
+        &routing.outbound,
+    );
+    let scopes = std::iter::once(global).chain(routing.domains.iter().map(|d| {
+        (
+            format!("Domain \"{}\"", d.name),
+            &d.gateway,
+            &d.routes,
+            &d.outbound,
+        )
+    }));
+    let mut checked = HashSet::new();
+    for (title, gateway, routes, outbound) in scopes.collect::<Vec<_>>() {
+        if let (Some(g), Some(_)) = (gateway, routes) {
+            cx.diags.push(Diagnostic::warning(
+                g.origin,
+                format!("both Gateway and Routes are set in {title}: the Gateway is tried first, the Routes after it"),
+            ));
+        }
+        let hops = gateway
+            .iter()
+            .map(|g| (&g.value, g.origin))
+            .chain(routes.iter().flat_map(|r| {
+                r.value.iter().filter_map(move |route| match &route.target {
+                    Target::Host(h) => Some((h, r.origin)),
+                    Target::Mx => None,
+                })
+            }));
+        for (hop, origin) in hops {
+            if let Ok(ip) = hop.host.parse::<IpAddr>()
+                && routing.is_prohibited(ip)
+            {
+                cx.diags.push(Diagnostic::error(
+                    origin,
+                    format!("next hop {hop} is in Prohibited_Hosts: no mail would reach it"),
+                ));
+            }
+        }
+        let verifies = outbound
+            .tls_verify
+            .as_ref()
+            .is_some_and(|v| matches!(v.value, OutboundTlsVerify::Ca | OutboundTlsVerify::Host));
+        if let Some(ca) = &outbound.tls_ca {
+            if checked.insert(ca.value.clone()) {
+                check_file(
+                    cx,
+                    &ca.value,
+                    ca.origin,
+                    "TLS_CA",
+                    Some("-----BEGIN CERTIFICATE-----"),
+                );
+            }
+        } else if verifies
+            && let Some(v) = &outbound.tls_verify
+            && checked.insert(PathBuf::from(DEFAULT_TLS_CA))
+        {
+            check_file(
+                cx,
+                Path::new(DEFAULT_TLS_CA),
+                v.origin,
+                "TLS_CA (the default, for TLS_Verify)",
+                Some("-----BEGIN CERTIFICATE-----"),
+            );
         }
     }
 }

@@ -648,7 +648,7 @@ fn parse_auth_uri(cx: &mut Cx, uri: &str, origin: Origin) -> Read<AuthBackend> {
     Ok(AuthBackend::Unsupported(scheme.to_owned()))
 }
 
-fn read_relay_hosts(cx: &mut Cx, name: &str, v: &Value) -> Read<Vec<Cidr>> {
+pub(super) fn read_relay_hosts(cx: &mut Cx, name: &str, v: &Value) -> Read<Vec<Cidr>> {
     let mut out = Vec::new();
     for (item, origin) in value::scalar_list(name, v)? {
         match Cidr::parse(item) {

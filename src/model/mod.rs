@@ -9,10 +9,12 @@ pub mod check;
 pub mod datasource;
 pub mod listener;
 pub mod names;
+pub mod outbound;
 pub mod prometheus;
 pub mod proxy;
 pub mod query;
 pub mod queue;
+pub mod resolver;
 pub mod routing;
 pub mod security;
 pub mod value;
@@ -102,7 +104,37 @@ pub fn build(root: &Scope, sources: &SourceMap) -> (Config, Diagnostics) {
                     config.routing.xclient = x.value;
                 }
             }
-            _ => cx.unknown_option(ScopeKind::Global, s),
+            "prohibited_hosts" => {
+                if let Some(h) = cx.read_with(s, listener::read_relay_hosts) {
+                    config.routing.prohibited_hosts = h.value;
+                }
+            }
+            "skip_hosts" => {
+                if let Some(h) = cx.read_with(s, listener::read_relay_hosts) {
+                    config.routing.skip_hosts = h.value;
+                }
+            }
+            "server_max_outbound_connections" => {
+                if let Some(n) = cx.read(s, |n, v| value::integer(n, v, -1, u32::MAX.into())) {
+                    // -1 and 0: no limit of our own (the descriptor limit still applies).
+                    config.routing.server_max_outbound_connections =
+                        u32::try_from(n.value).ok().filter(|n| *n > 0);
+                }
+            }
+            "resolv_conf" => config.routing.resolver.resolv_conf = cx.read_path(s),
+            "dns_nameservers" => {
+                config.routing.resolver.nameservers = cx.read(s, resolver::read_nameservers)
+            }
+            "use_ipv6" => {
+                if let Some(b) = cx.read(s, value::boolean) {
+                    config.routing.use_ipv6 = b.value;
+                }
+            }
+            _ => {
+                if !config.routing.outbound.read_setting(&mut cx, s) {
+                    cx.unknown_option(ScopeKind::Global, s);
+                }
+            }
         }
     }
     for scope in &root.scopes {
@@ -136,6 +168,22 @@ pub fn build(root: &Scope, sources: &SourceMap) -> (Config, Diagnostics) {
             "security" => config.security = Some(security::read(&mut cx, scope)),
             "prometheus_listener" => {
                 config.prometheus_listener = Some(prometheus::read(&mut cx, scope));
+            }
+            "domain" => {
+                if let Some(d) = outbound::read_domain(&mut cx, scope) {
+                    if let Some(first) = config.routing.domains.iter().find(|f| f.name == d.name) {
+                        let at = cx.sources.locate(first.origin).to_string();
+                        cx.diags.push(Diagnostic::error(
+                            d.origin,
+                            format!(
+                                "a second Domain scope for `{}` (the first is at {at})",
+                                d.name
+                            ),
+                        ));
+                    } else {
+                        config.routing.domains.push(d);
+                    }
+                }
             }
             _ => cx.unknown_scope(ScopeKind::Global, scope),
         }

@@ -19,6 +19,7 @@ pub enum ScopeKind {
     PrometheusListener,
     PrometheusListen,
     EcLogger,
+    Domain,
 }
 
 impl ScopeKind {
@@ -34,27 +35,14 @@ impl ScopeKind {
             ScopeKind::PrometheusListener => "Prometheus_Listener",
             ScopeKind::PrometheusListen => "Prometheus_Listener Listen",
             ScopeKind::EcLogger => "ec_logger",
+            ScopeKind::Domain => "Domain",
         }
     }
 
     /// Options this scope implements (lower case).
     pub fn options(self) -> &'static [&'static str] {
         match self {
-            ScopeKind::Global => &[
-                "relay_hosts",
-                "require_ehlo",
-                "relay_domains",
-                "gateway",
-                "routes",
-                "xclient",
-                "spoolbase",
-                "retry_interval",
-                "max_retry_interval",
-                "max_retries",
-                "message_expiration",
-                "generate_bounces",
-                "max_deliveries_per_connection",
-            ],
+            ScopeKind::Global => GLOBAL_OPTIONS,
             ScopeKind::EsmtpListener | ScopeKind::Listen | ScopeKind::Peer => LISTENER_OPTIONS,
             ScopeKind::AuthProxy => &[
                 "host",
@@ -74,6 +62,7 @@ impl ScopeKind {
             ScopeKind::Security => &["user", "group"],
             ScopeKind::PrometheusListener | ScopeKind::PrometheusListen => &["enable"],
             ScopeKind::EcLogger => &["mainlog", "heartbeat"],
+            ScopeKind::Domain => DOMAIN_OPTIONS,
         }
     }
 
@@ -95,6 +84,70 @@ impl ScopeKind {
         }
     }
 }
+
+/// Global options (besides the listener options Momentum also reads globally).
+const GLOBAL_OPTIONS: &[&str] = &[
+    "relay_hosts",
+    "require_ehlo",
+    "relay_domains",
+    "gateway",
+    "routes",
+    "xclient",
+    "skip_hosts",
+    "spoolbase",
+    "retry_interval",
+    "max_retry_interval",
+    "max_retries",
+    "message_expiration",
+    "generate_bounces",
+    "resolv_conf",
+    "dns_nameservers",
+    "use_ipv6",
+    // and those of a Domain scope (`outbound.rs`):
+    "tls",
+    "tls_verify",
+    "tls_ca",
+    "tls_ifavailable_fallback",
+    "max_outbound_connections",
+    "max_deliveries_per_connection",
+    "ehlo_hostname",
+    "send_8bitmime",
+    "connect_timeout",
+    "ehlo_timeout",
+    "mailfrom_timeout",
+    "rcptto_timeout",
+    "body_timeout",
+    "rset_timeout",
+    "idle_timeout",
+];
+
+/// Options of `Domain "name" { }`.
+const DOMAIN_OPTIONS: &[&str] = &[
+    "retry_interval",
+    "max_retry_interval",
+    "max_retries",
+    "message_expiration",
+    "generate_bounces",
+    "gateway",
+    "routes",
+    "xclient",
+    "remote_smtp_port",
+    "tls",
+    "tls_verify",
+    "tls_ca",
+    "tls_ifavailable_fallback",
+    "max_outbound_connections",
+    "max_deliveries_per_connection",
+    "ehlo_hostname",
+    "send_8bitmime",
+    "connect_timeout",
+    "ehlo_timeout",
+    "mailfrom_timeout",
+    "rcptto_timeout",
+    "body_timeout",
+    "rset_timeout",
+    "idle_timeout",
+];
 
 /// Options of the listener family (ESMTP_Listener, Listen, Peer); `listener.rs` says which of
 /// them each of the three accepts.
@@ -236,6 +289,42 @@ const MOMENTUM_NAMES: &[&str] = &[
     "smtpapi",
     "tls_macros",
     "ecstream",
+    // sending options valid in a Domain scope
+    "blackhole",
+    "bounce_pattern",
+    "bounces_inline_original",
+    "connect_timeout_to_delay",
+    "connection_allocation_aggressiveness",
+    "delay_dsn_max_retry_interval",
+    "delay_dsn_retry_interval",
+    "dns_expire_interval",
+    "dns_failures_to_purge",
+    "domainkeys",
+    "drop_body_after_trans_fail",
+    "enable_mta_sts",
+    "fully_resolve_before_smtp",
+    "generate_delay_dsn",
+    "host_failure_retry",
+    "lmtp_port",
+    "mailerdaemon",
+    "max_recipients_per_batch",
+    "max_resident_active_queue",
+    "max_retries",
+    "max_retry_interval",
+    "message_expiration",
+    "mx_failures_fallback_to_a",
+    "mx_failures_to_delay",
+    "never_attempt_expired_messages",
+    "never_retry",
+    "only_use_best_mx_for_relay_domains",
+    "outbound_throttle_connections",
+    "outbound_throttle_messages",
+    "retry_interval",
+    "scope_max_outbound_connections",
+    "suspend_delivery",
+    "transform_8bitmime_content",
+    "use_mta_sts",
+    "prefer_ipv6_mxs",
 ];
 
 /// Whether `name` is a Momentum name known not to be implemented here.

@@ -28,7 +28,7 @@ pub enum UpstreamTls {
 }
 
 /// `tls_verify`: how the upstream's certificate is checked, as Momentum's `TLS_Verify` words it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum TlsVerify {
     /// Accept any certificate (encryption against passive listeners only).
     #[default]

@@ -1,8 +1,8 @@
 //! What happens to accepted mail, as Momentum's options say: where the spool is (`Spoolbase`),
 //! how often a message is retried and for how long (`Retry_Interval`, `Max_Retry_Interval`,
 //! `Max_Retries`, `Message_Expiration`), whether failures are bounced (`Generate_Bounces`),
-//! how many messages share a connection (`Max_Deliveries_Per_Connection`), and where the
-//! mainlog goes (`ec_logger "ec_logger" { mainlog = … }`).
+//! and where the mainlog goes (`ec_logger "ec_logger" { mainlog = … }`). Each but `Spoolbase`
+//! and the logger may be set globally and in a `Domain`.
 
 use super::value::{self, Read, Spanned};
 use super::{Cx, names::ScopeKind};
@@ -41,7 +41,6 @@ pub struct QueueSettings {
     pub max_retries: Option<Spanned<MaxRetries>>,
     pub message_expiration: Option<Spanned<Duration>>,
     pub generate_bounces: Option<Spanned<bool>>,
-    pub max_deliveries_per_connection: Option<Spanned<u32>>,
 }
 
 /// The queue settings of a scope and its fallback, resolved.
@@ -52,8 +51,6 @@ pub struct RetryPolicy {
     pub max_retries: MaxRetries,
     pub message_expiration: Duration,
     pub generate_bounces: bool,
-    /// 0: no limit.
-    pub max_deliveries_per_connection: u32,
 }
 
 impl Default for RetryPolicy {
@@ -79,7 +76,6 @@ impl QueueSettings {
             max_retries: pick!(max_retries, MaxRetries::Auto),
             message_expiration: pick!(message_expiration, DEFAULT_MESSAGE_EXPIRATION),
             generate_bounces: pick!(generate_bounces, true),
-            max_deliveries_per_connection: pick!(max_deliveries_per_connection, 0),
         }
     }
 
@@ -91,11 +87,6 @@ impl QueueSettings {
             "max_retries" => self.max_retries = cx.read(s, read_max_retries),
             "message_expiration" => self.message_expiration = cx.read(s, positive_seconds),
             "generate_bounces" => self.generate_bounces = cx.read(s, value::boolean),
-            "max_deliveries_per_connection" => {
-                self.max_deliveries_per_connection = cx.read(s, |n, v| {
-                    value::unsigned(n, v, 0, u32::MAX.into()).map(|n| n as u32)
-                })
-            }
             _ => return false,
         }
         true
@@ -109,7 +100,6 @@ pub const QUEUE_OPTIONS: &[&str] = &[
     "max_retries",
     "message_expiration",
     "generate_bounces",
-    "max_deliveries_per_connection",
 ];
 
 fn positive_seconds(name: &str, v: &Value) -> Read<Duration> {

@@ -1,27 +1,158 @@
-//! Where accepted mail goes next: `Gateway`, `Routes`, outbound `XCLIENT`, and `Relay_Domains`.
+//! Where accepted mail goes next: `Gateway`, `Routes` (with `__mx__`), outbound `XCLIENT`,
+//! `Relay_Domains`, `Prohibited_Hosts` / `Skip_Hosts`, and the `Domain "name" { }` scopes that
+//! override them per destination domain.
+//!
+//! Momentum's fallback for outbound options is Domain, then global, then the default. `Gateway`
+//! and `Routes` are taken together from the most specific scope that sets either: a Domain's
+//! `Routes` is not overridden by a global `Gateway`.
 
-use super::addr::{HostPort, is_hostname};
+use super::addr::{Cidr, HostPort, is_hostname};
+use super::outbound::{Domain, DomainSettings, Outbound};
+use super::resolver::ResolverSettings;
 use super::value::{self, Read, Spanned};
 use crate::config::Diagnostic;
 use crate::config::ast::Value;
+use std::fmt;
 
 /// Port for next hops written without one (Momentum's `Remote_SMTP_Port` default).
 pub const DEFAULT_REMOTE_PORT: u16 = 25;
+/// `Server_Max_Outbound_Connections` default, as Momentum's reference page gives it (its sample
+/// configuration file sets 20000).
+pub const DEFAULT_SERVER_MAX_OUTBOUND_CONNECTIONS: u32 = 75_000;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Routing {
     /// `Gateway = host[:port]`: the smart host for all accepted mail.
-    pub gateway: Option<Spanned<HostPort>>,
+    pub gateway: Option<Spanned<NextHop>>,
     /// `Routes = ( … )`: next hops in order of preference.
-    pub routes: Option<Spanned<Vec<HostPort>>>,
+    pub routes: Option<Spanned<Vec<Route>>>,
     pub xclient: OutboundXclient,
+    /// The other outbound options (TLS, ports, limits, timeouts) as set globally.
+    pub outbound: Outbound,
+    /// `Domain "name" { }` scopes, in the order written.
+    pub domains: Vec<Domain>,
+    /// `Prohibited_Hosts`: a destination whose mail exchangers include one of these addresses
+    /// is refused outright (Momentum: it "permanently denies" the domain).
+    pub prohibited_hosts: Vec<Cidr>,
+    /// `Skip_Hosts`: these addresses are skipped; the domain's other hosts are still tried.
+    pub skip_hosts: Vec<Cidr>,
+    /// `Server_Max_Outbound_Connections`: all outbound connections together; `None`: no limit.
+    pub server_max_outbound_connections: Option<u32>,
+    /// Where DNS questions go: `/etc/resolv.conf`, `Resolv_Conf`, or `DNS_Nameservers`.
+    pub resolver: ResolverSettings,
+    /// `Use_IPv6`: whether AAAA records are used for delivery (Momentum's default: no).
+    pub use_ipv6: bool,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Routing {
+            gateway: None,
+            routes: None,
+            xclient: OutboundXclient::No,
+            outbound: Outbound::default(),
+            domains: Vec::new(),
+            prohibited_hosts: Vec::new(),
+            skip_hosts: Vec::new(),
+            server_max_outbound_connections: Some(DEFAULT_SERVER_MAX_OUTBOUND_CONNECTIONS),
+            resolver: ResolverSettings::default(),
+            use_ipv6: false,
+        }
+    }
 }
 
 impl Routing {
-    /// Whether accepted mail has somewhere to go other than the AUTH upstream.
+    /// Whether accepted mail has somewhere to go other than the AUTH upstream, for the
+    /// synchronous relay: a `Gateway`, or `Routes` naming at least one host. `__mx__` alone
+    /// does not count until mail is queued (the relay cannot deliver by MX).
     pub fn has_next_hop(&self) -> bool {
-        self.gateway.is_some() || self.routes.as_ref().is_some_and(|r| !r.value.is_empty())
+        self.gateway.is_some()
+            || self
+                .routes
+                .as_ref()
+                .is_some_and(|r| r.value.iter().any(|r| matches!(r.target, Target::Host(_))))
     }
+
+    /// The `Domain` scope for `domain`, if one names it (case-insensitively, trailing dot
+    /// ignored).
+    pub fn domain_scope(&self, domain: &str) -> Option<&Domain> {
+        let wanted = domain.trim_end_matches('.');
+        // An address literal also finds a Domain named by the bare address.
+        let bare = super::outbound::address_literal(wanted).map(|ip| ip.to_string());
+        self.domains.iter().find(|d| {
+            d.name.eq_ignore_ascii_case(wanted) || bare.as_deref().is_some_and(|b| d.name == b)
+        })
+    }
+
+    /// The settings in force for mail to `domain`: its Domain scope's, else the global ones,
+    /// else Momentum's defaults.
+    pub fn for_domain(&self, domain: &str) -> DomainSettings {
+        DomainSettings::resolve(self, self.domain_scope(domain))
+    }
+
+    /// Whether `Prohibited_Hosts` covers `ip`.
+    pub fn is_prohibited(&self, ip: std::net::IpAddr) -> bool {
+        self.prohibited_hosts.iter().any(|c| c.contains(ip))
+    }
+
+    /// Whether `Skip_Hosts` covers `ip`.
+    pub fn is_skipped(&self, ip: std::net::IpAddr) -> bool {
+        self.skip_hosts.iter().any(|c| c.contains(ip))
+    }
+}
+
+/// How a configured next hop's name becomes addresses: `type=mx` (the default: Momentum resolves
+/// a gateway "using MX records; if there are none, as an A record") or `type=a`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Lookup {
+    #[default]
+    MxThenA,
+    A,
+}
+
+/// A next hop as configured: a host name or address, with a port if one was written (else
+/// `Remote_SMTP_Port` applies).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NextHop {
+    pub host: String,
+    pub port: Option<u16>,
+    pub lookup: Lookup,
+}
+
+impl NextHop {
+    /// The hop with its port filled in from `Remote_SMTP_Port`.
+    pub fn with_port(&self, default_port: u16) -> HostPort {
+        HostPort {
+            host: self.host.clone(),
+            port: self.port.unwrap_or(default_port),
+        }
+    }
+}
+
+impl fmt::Display for NextHop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.host.contains(':'), self.port) {
+            (true, Some(p)) => write!(f, "[{}]:{p}", self.host),
+            (true, None) => write!(f, "[{}]", self.host),
+            (false, Some(p)) => write!(f, "{}:{p}", self.host),
+            (false, None) => f.write_str(&self.host),
+        }
+    }
+}
+
+/// One entry of `Routes`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub target: Target,
+    /// Lower first; entries of equal preference share load (picked at random).
+    pub pref: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Host(NextHop),
+    /// `__mx__`: the recipient domain's own mail exchangers, at this point in the list.
+    Mx,
 }
 
 /// Outbound `XCLIENT`: whether to tell the next hop the original client's address.
@@ -45,7 +176,7 @@ pub fn read_xclient(name: &str, v: &Value) -> Read<OutboundXclient> {
     )
 }
 
-pub fn read_gateway(name: &str, v: &Value) -> Read<HostPort> {
+pub fn read_gateway(name: &str, v: &Value) -> Read<NextHop> {
     let s = value::scalar(name, v)?;
     if s.starts_with('#') {
         return Err(Diagnostic::error(
@@ -53,20 +184,34 @@ pub fn read_gateway(name: &str, v: &Value) -> Read<HostPort> {
             format!("`{name} = \"{s}\"` names a Domain's routes; give the next hop's host instead"),
         ));
     }
-    HostPort::parse(s, DEFAULT_REMOTE_PORT)
-        .map_err(|e| Diagnostic::error(v.origin, format!("`{name}`: {e}")))
+    parse_hop(s, Lookup::MxThenA).map_err(|e| Diagnostic::error(v.origin, format!("`{name}`: {e}")))
 }
 
-/// Reads `Routes`: `smtp://host:port?pref=N`, or a bare host. Entries are ordered by `pref`
-/// (lower first), the listed order breaking ties, as Momentum does.
-pub fn read_routes(name: &str, v: &Value) -> Read<Vec<HostPort>> {
+/// `host`, `host:port`, `[v6]:port`; port 0 stands for "not written" while parsing.
+fn parse_hop(s: &str, lookup: Lookup) -> Result<NextHop, String> {
+    let hp = HostPort::parse(s, 0)?;
+    Ok(NextHop {
+        host: hp.host,
+        port: (hp.port != 0).then_some(hp.port),
+        lookup,
+    })
+}
+
+/// Reads `Routes`: `smtp://host?port=P&pref=N&type=mx|a&ttl=T`, a bare host, or `__mx__`.
+/// Entries are ordered by `pref` (lower first); an entry without one takes its position in the
+/// list, so the listed order is the preference order, as Momentum documents.
+pub fn read_routes(name: &str, v: &Value) -> Read<Vec<Route>> {
     let mut routes = Vec::new();
     for (i, (item, origin)) in value::scalar_list(name, v)?.into_iter().enumerate() {
         if item == "__mx__" {
-            return Err(Diagnostic::error(
-                origin,
-                "`__mx__` (deliver by MX lookup) is not implemented: name the next hop's host",
+            routes.push((
+                i,
+                Route {
+                    target: Target::Mx,
+                    pref: i as u64,
+                },
             ));
+            continue;
         }
         let (target, query) = match item.strip_prefix("smtp://") {
             Some(rest) => rest
@@ -76,11 +221,12 @@ pub fn read_routes(name: &str, v: &Value) -> Read<Vec<HostPort>> {
         };
         let mut port = None;
         let mut pref = i as u64;
+        let mut lookup = Lookup::MxThenA;
         for kv in query.into_iter().flat_map(|q| q.split('&')) {
             let (k, val) = kv.split_once('=').unwrap_or((kv, ""));
             match k.to_ascii_lowercase().as_str() {
                 "port" => {
-                    port = Some(val.parse::<u16>().map_err(|_| {
+                    port = Some(val.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
                         Diagnostic::error(
                             origin,
                             format!("`port={val}` in route is not a port number"),
@@ -92,28 +238,35 @@ pub fn read_routes(name: &str, v: &Value) -> Read<Vec<HostPort>> {
                         Diagnostic::error(origin, format!("`pref={val}` in route is not a number"))
                     })?
                 }
-                // DNS lifetime of the route: meaningful only for MX routing.
+                // The entry's DNS lifetime: answers are kept for their own TTL instead.
                 "ttl" => {}
-                "type" if val.eq_ignore_ascii_case("a") => {}
+                "type" if val.eq_ignore_ascii_case("mx") => lookup = Lookup::MxThenA,
+                "type" if val.eq_ignore_ascii_case("a") => lookup = Lookup::A,
                 _ => {
                     return Err(Diagnostic::error(
                         origin,
                         format!(
-                            "route parameter `{kv}` is not implemented (port, pref, ttl and type=a are)"
+                            "route parameter `{kv}` is not implemented (port, pref, ttl and type=mx|a are)"
                         ),
                     ));
                 }
             }
         }
-        let mut hp = HostPort::parse(target, DEFAULT_REMOTE_PORT)
+        let mut hop = parse_hop(target, lookup)
             .map_err(|e| Diagnostic::error(origin, format!("`{name}`: {e}")))?;
-        if let Some(p) = port {
-            hp.port = p;
+        if port.is_some() {
+            hop.port = port;
         }
-        routes.push((pref, i, hp));
+        routes.push((
+            i,
+            Route {
+                target: Target::Host(hop),
+                pref,
+            },
+        ));
     }
-    routes.sort_by_key(|&(pref, i, _)| (pref, i));
-    Ok(routes.into_iter().map(|(_, _, hp)| hp).collect())
+    routes.sort_by_key(|(i, r)| (r.pref, *i));
+    Ok(routes.into_iter().map(|(_, r)| r).collect())
 }
 
 /// `Relay_Domains = ( example.com *.example.com )`: recipient domains accepted from anyone.
@@ -169,5 +322,14 @@ mod tests {
         let loose = DomainPattern::Suffix("example.com".into());
         assert!(loose.matches("badexample.com") && !loose.matches("example.com"));
         assert!(DomainPattern::Exact("example.com".into()).matches("Example.COM."));
+    }
+
+    #[test]
+    fn next_hops_print_as_written() {
+        let hop = |s| parse_hop(s, Lookup::MxThenA).unwrap().to_string();
+        assert_eq!(hop("mx.example.com"), "mx.example.com");
+        assert_eq!(hop("10.0.0.5:2525"), "10.0.0.5:2525");
+        assert_eq!(hop("[fe80::a00]:1"), "[fe80::a00]:1");
+        assert_eq!(hop("2001:db8::1"), "[2001:db8::1]");
     }
 }

@@ -85,5 +85,6 @@ pub fn error_of(text: &str) -> String {
     errs[0].clone()
 }
 pub mod daemon;
+pub mod dnsmasq;
 pub mod fake_upstream;
 pub mod postfix;
