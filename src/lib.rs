@@ -3,7 +3,7 @@
 //! Layers, with dependencies pointing one way:
 //! [`config`] (the `ecelerity.conf` language) -> [`model`] (typed, validated settings) ->
 //! [`listener`] (the ESMTP server) -> [`auth`] back ends -> [`proxy`] engine, all speaking SMTP
-//! outward through [`client`].
+//! outward through [`client`]. Accepted mail is stored in the [`spool`] before `250`.
 
 pub mod auth;
 pub mod cli;
@@ -20,4 +20,5 @@ pub mod net;
 pub mod privileges;
 pub mod proxy;
 pub mod reply;
+pub mod spool;
 pub mod syslog;
