@@ -1,6 +1,7 @@
 //! Group commit. One thread takes every job waiting and makes them durable together: it
 //! writes the new files, starts their writeback all at once (`sync_file_range`), then
-//! `fdatasync`s each file and `fsync`s the queue directory once for the whole batch. Only then
+//! `fdatasync`s the files and `fsync`s the queue directory, once for the whole batch, all side
+//! by side (`syncpool`). Only then
 //! is each waiting session told. Jobs that arrive while a batch is syncing form the next one,
 //! so the more sessions commit at once, the fewer directory syncs each message costs.
 //!
@@ -12,6 +13,7 @@ use super::envelope::{AttemptMeta, RcptState};
 use super::error::SpoolError;
 use super::id::MessageId;
 use super::inplace;
+use super::syncpool::{SYNC_THREADS, Sync, SyncPool};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::unix::fs::OpenOptionsExt;
@@ -19,6 +21,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use tokio::sync::oneshot;
+
+/// The directory's place among a batch's syncs.
+const DIRECTORY: usize = usize::MAX;
 
 /// The most jobs in one batch, so the first in line does not wait on an unbounded crowd.
 const MAX_BATCH: usize = 512;
@@ -83,7 +88,8 @@ impl Committer {
         });
         let worker = Worker {
             shared: shared.clone(),
-            dir,
+            syncs: SyncPool::new(SYNC_THREADS - 1),
+            dir: Arc::new(dir),
             dir_path,
             counters,
         };
@@ -128,7 +134,8 @@ impl Drop for Committer {
 
 struct Worker {
     shared: Arc<Shared>,
-    dir: File,
+    syncs: SyncPool,
+    dir: Arc<File>,
     dir_path: PathBuf,
     counters: Arc<Counters>,
 }
@@ -153,7 +160,7 @@ struct Step {
 }
 
 impl Worker {
-    fn run(self) {
+    fn run(mut self) {
         loop {
             let batch = {
                 let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -170,7 +177,7 @@ impl Worker {
         }
     }
 
-    fn commit(&self, batch: Vec<Job>) {
+    fn commit(&mut self, batch: Vec<Job>) {
         Counters::add(&self.counters.batches, 1);
         let mut steps: Vec<Step> = batch.into_iter().map(|j| self.write(j)).collect();
 
@@ -187,23 +194,34 @@ impl Worker {
                 Counters::add(&self.counters.writeback_starts, 1);
             }
         }
-        for s in steps.iter_mut().filter(|s| s.result.is_ok()) {
-            if let Some(f) = &s.file {
-                Counters::add(&self.counters.file_syncs, 1);
-                if let Err(e) = f.sync_data() {
-                    s.result = Err(SpoolError::io("sync", &s.path, e));
-                }
-            }
-        }
+        let mut targets: Vec<(usize, Arc<File>, Sync)> = steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.result.is_ok())
+            .filter_map(|(i, s)| s.file.clone().map(|f| (i, f, Sync::Data)))
+            .collect();
+        Counters::add(&self.counters.file_syncs, targets.len() as u64);
+        // The directory is synced alongside the files, not after them: the message is
+        // acknowledged only once both are durable, and a crash between the two leaves either
+        // an entry without its data or data without an entry, neither ever acknowledged.
         if steps.iter().any(|s| s.entry && s.result.is_ok()) {
             Counters::add(&self.counters.directory_syncs, 1);
-            if let Err(e) = self.dir.sync_all() {
-                let kind = e.kind();
-                let raw = e.raw_os_error();
-                for s in steps.iter_mut().filter(|s| s.entry && s.result.is_ok()) {
-                    let e = raw.map_or_else(|| io::Error::from(kind), io::Error::from_raw_os_error);
-                    s.result = Err(SpoolError::io("directory sync", &self.dir_path, e));
-                }
+            targets.push((DIRECTORY, self.dir.clone(), Sync::Full));
+        }
+        let mut dir_error = None;
+        for (i, r) in self.syncs.sync(targets) {
+            match r {
+                Ok(()) => {}
+                Err(e) if i == DIRECTORY => dir_error = Some(e),
+                Err(e) => steps[i].result = Err(SpoolError::io("sync", &steps[i].path, e)),
+            }
+        }
+        if let Some(e) = dir_error {
+            let kind = e.kind();
+            let raw = e.raw_os_error();
+            for s in steps.iter_mut().filter(|s| s.entry && s.result.is_ok()) {
+                let e = raw.map_or_else(|| io::Error::from(kind), io::Error::from_raw_os_error);
+                s.result = Err(SpoolError::io("directory sync", &self.dir_path, e));
             }
         }
         for s in steps {

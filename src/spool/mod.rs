@@ -26,6 +26,7 @@ mod incoming;
 mod inplace;
 mod read;
 mod recover;
+mod syncpool;
 
 pub use content::Content;
 pub use counters::SpoolCounters;
