@@ -809,6 +809,69 @@ fn a_read_only_spool_answers_read_only_and_recovers() {
     assert_eq!(queue_files(root).len(), 2);
 }
 
+/// Where the child process of the permission test finds its spool.
+const PERMISSION_CHILD_DIR: &str = "SPOOL_PERMISSION_CHILD_DIR";
+
+/// The child of `a_spool_the_daemon_user_may_not_write_answers_permission`, run as `nobody`:
+/// opens the spool and tries to store a message, printing the error's class.
+#[test]
+#[ignore = "the permission test runs it as its child process, as another user"]
+fn child_process_for_the_permission_test() {
+    let Ok(dir) = std::env::var(PERMISSION_CHILD_DIR) else {
+        eprintln!("not run: this is the permission test's child process");
+        return;
+    };
+    let rt = runtime();
+    let (s, _) = open(Path::new(&dir));
+    let env = envelope(&s, 1);
+    match rt.block_on(store(&s, env, b"x\r\n")) {
+        Ok(q) => println!("STORED {}", q.id()),
+        Err(e) => println!("CLASS {:?} {e}", e.class()),
+    }
+}
+
+/// A spool owned by root, readable but not writable by the daemon's user (the child runs as
+/// `nobody`): the commit answers a permission error and leaves nothing.
+#[test]
+fn a_spool_the_daemon_user_may_not_write_answers_permission() {
+    if unsafe { libc::geteuid() } != 0 || Command::new("setpriv").arg("--help").output().is_err() {
+        eprintln!("SKIPPED: needs root and setpriv to run the child as another user");
+        return;
+    }
+    let dir = Dir::new("perm");
+    drop(open(&dir.0));
+    use std::os::unix::fs::PermissionsExt;
+    for d in [dir.0.clone(), dir.0.join(spool::QUEUE_DIR)] {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_process_for_the_permission_test",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(PERMISSION_CHILD_DIR, &dir.0)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("CLASS ") || l.starts_with("STORED "))
+        .unwrap_or_else(|| {
+            panic!(
+                "the child said nothing useful: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    eprintln!("as nobody: {line}");
+    assert!(line.starts_with("CLASS Permission "), "{line}");
+    assert!(line.contains("spool not writable"), "{line}");
+    assert!(queue_files(&dir.0).is_empty());
+}
+
 /// Where the child process of the crash test writes its spool.
 const CHILD_DIR: &str = "SPOOL_CRASH_CHILD_DIR";
 

@@ -15,6 +15,7 @@ pub struct Envelope {
     pub received: SystemTime,
     /// The reverse path without angle brackets; empty for the null sender `<>`.
     pub sender: String,
+    /// The forward paths, in RCPT order; indexes into this list name recipients everywhere.
     pub recipients: Vec<Recipient>,
     /// MAIL `RET=` (RFC 3461 §4.3).
     pub ret: Option<Ret>,
@@ -22,6 +23,7 @@ pub struct Envelope {
     pub envid: Option<String>,
     /// MAIL `BODY=` (RFC 6152).
     pub body: Body,
+    /// Where and how the message came in.
     pub origin: Origin,
 }
 
@@ -30,16 +32,20 @@ pub struct Envelope {
 pub struct Recipient {
     /// The forward path without angle brackets.
     pub address: String,
+    /// RCPT `NOTIFY=`.
     pub notify: Notify,
     /// RCPT `ORCPT=` as given (`addr-type;xtext`), passed on where the next hop offers DSN.
     pub orcpt: Option<String>,
+    /// As stored in the file's state bytes, not in the checksummed envelope.
     pub state: RcptState,
 }
 
 /// Where a recipient stands. Only `Pending` recipients are tried again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RcptState {
+    /// Still to be delivered (also what a damaged state byte reads as).
     Pending,
+    /// Accepted by the next hop.
     Delivered,
     /// Permanently failed (and bounced, or to be bounced, by the queue manager).
     Failed,
@@ -50,9 +56,13 @@ pub enum RcptState {
 pub struct Notify(pub u8);
 
 impl Notify {
+    /// `NOTIFY=SUCCESS`.
     pub const SUCCESS: u8 = 1;
+    /// `NOTIFY=FAILURE`.
     pub const FAILURE: u8 = 2;
+    /// `NOTIFY=DELAY`.
     pub const DELAY: u8 = 4;
+    /// `NOTIFY=NEVER` (alone, by RFC 3461).
     pub const NEVER: u8 = 8;
 
     /// No `NOTIFY=` was given (the server's default applies: failures and delays).
@@ -60,6 +70,7 @@ impl Notify {
         self.0 == 0
     }
 
+    /// Whether `flag` (one of the constants) is set.
     pub fn has(self, flag: u8) -> bool {
         self.0 & flag != 0
     }
@@ -68,16 +79,21 @@ impl Notify {
 /// MAIL `RET=`: what a bounce carries of the original.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Ret {
+    /// `RET=FULL`: the whole message.
     Full,
+    /// `RET=HDRS`: its headers only.
     Hdrs,
 }
 
 /// MAIL `BODY=`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Body {
+    /// No `BODY=` given.
     #[default]
     Unspecified,
+    /// `BODY=7BIT`.
     SevenBit,
+    /// `BODY=8BITMIME`.
     EightBitMime,
 }
 
@@ -86,6 +102,7 @@ pub enum Body {
 pub struct Origin {
     /// The effective client address (PROXY, XCLIENT or XREMOTEIP applied); none on a Unix socket.
     pub client_ip: Option<IpAddr>,
+    /// The client's port, with its address.
     pub client_port: Option<u16>,
     /// The HELO/EHLO name the client gave.
     pub helo: Option<String>,

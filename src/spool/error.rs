@@ -38,19 +38,33 @@ pub enum SpoolError {
     /// A system call failed; `during` names the step ("create", "write", "sync", "directory
     /// sync", "remove", ...).
     Io {
+        /// How the session answers it.
         class: ErrorClass,
+        /// The step that failed.
         during: &'static str,
+        /// The file or directory it was done to.
         path: PathBuf,
+        /// The system's error.
         error: io::Error,
     },
     /// No message with this id is in the spool.
     NotFound(MessageId),
     /// The file is there but is not a complete, intact message.
-    Damaged { path: PathBuf, damage: Damage },
+    Damaged {
+        /// The message's file.
+        path: PathBuf,
+        /// What is wrong with it.
+        damage: Damage,
+    },
     /// Another process holds the spool (its `lock` file).
     Locked(PathBuf),
     /// A recipient index outside the message's recipients.
-    NoSuchRecipient { id: MessageId, index: usize },
+    NoSuchRecipient {
+        /// The message.
+        id: MessageId,
+        /// The index given.
+        index: usize,
+    },
     /// An earlier write of this message failed; it cannot be committed.
     Poisoned(ErrorClass),
     /// The spool is shutting down and takes no more work.

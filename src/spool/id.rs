@@ -15,10 +15,12 @@ const COUNTER_BITS: u32 = 22;
 pub struct MessageId(u64);
 
 impl MessageId {
+    /// The id whose number is `n` (ids read back from elsewhere).
     pub fn from_u64(n: u64) -> MessageId {
         MessageId(n)
     }
 
+    /// The id as a number (it sorts as the text does).
     pub fn as_u64(self) -> u64 {
         self.0
     }

@@ -50,10 +50,12 @@ pub struct Queued {
     /// The content, when the message was small enough and the spool's memory cap allowed;
     /// otherwise read it back with [`Spool::content`].
     pub content: Option<Content>,
+    /// Retry metadata as stored (the default for a new message).
     pub meta: AttemptMeta,
 }
 
 impl Queued {
+    /// The message's id.
     pub fn id(&self) -> super::MessageId {
         self.envelope.id
     }
@@ -76,6 +78,7 @@ impl Incoming {
         }
     }
 
+    /// The envelope being stored.
     pub fn envelope(&self) -> &Arc<Envelope> {
         &self.envelope
     }

@@ -159,6 +159,7 @@ impl Spool {
         Ok((Arc::new(spool), scan.recovered))
     }
 
+    /// The directory the spool was opened at.
     pub fn spoolbase(&self) -> &Path {
         &self.base
     }

@@ -21,6 +21,7 @@ pub struct SetAside {
     pub name: String,
     /// Its name in `corrupt/` (the same, unless that was taken).
     pub moved_to: String,
+    /// Why it was not delivered.
     pub damage: Damage,
 }
 
@@ -29,6 +30,7 @@ pub struct SetAside {
 pub struct Recovered {
     /// The complete messages, in arrival order, to be queued again.
     pub queued: Vec<Queued>,
+    /// Files moved to `corrupt/` (each also logged).
     pub set_aside: Vec<SetAside>,
 }
 
@@ -135,15 +137,23 @@ fn set_aside(path: &Path, corrupt: &Path, name: &str) -> Result<String, SpoolErr
 /// One file of the queue, as the queue commands show it.
 #[derive(Clone, Debug)]
 pub enum ListEntry {
+    /// A stored message.
     Message {
+        /// Its envelope, with the recipients' states.
         envelope: Box<Envelope>,
         /// Content bytes.
         size: u64,
+        /// Attempts so far, next attempt, last error.
         meta: AttemptMeta,
     },
     /// Not a deliverable message: being received right now, or damaged (recovery at the next
     /// start will move it aside).
-    Unreadable { name: String, damage: Damage },
+    Unreadable {
+        /// The file's name.
+        name: String,
+        /// What is missing or wrong.
+        damage: Damage,
+    },
 }
 
 /// Lists the queue of the spool at `spoolbase`, in arrival order, without taking it over and
