@@ -10,8 +10,8 @@
 //! spool's own counters (for the naive design, by the bench). The spool lives under Cargo's
 //! target directory, on the project's disk. Three rounds, the designs taking turns; each row
 //! is the median round (by msg/s) with the range of msg/s over the rounds. `SPOOL_BENCH_C=16`
-//! runs one concurrency only (for `strace -f -c` checks of the counts), `SPOOL_BENCH_ROUNDS`
-//! sets the rounds.
+//! runs one concurrency only (for `strace -f -c` checks of the counts), `SPOOL_BENCH_DESIGN`
+//! (`group` or `naive`) one design, `SPOOL_BENCH_ROUNDS` sets the rounds.
 
 use smtp_auth_proxy::spool::{
     Body, Envelope, Notify, Origin, RcptState, Recipient, Spool, SpoolOptions,
@@ -241,6 +241,11 @@ fn main() {
         "dirsync/m",
         "msg/batch"
     );
+    let design_only = match std::env::var("SPOOL_BENCH_DESIGN").as_deref() {
+        Ok("group") => Some(Design::GroupCommit),
+        Ok("naive") => Some(Design::Naive),
+        _ => None,
+    };
     let rounds: usize = std::env::var("SPOOL_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -251,10 +256,11 @@ fn main() {
         }
         // The designs take turns, round after round, so that a change in the disk's load (it
         // is shared) falls on both; each row is the median round by msg/s.
-        let mut runs: Vec<(Design, Vec<Figures>)> = vec![
-            (Design::GroupCommit, Vec::new()),
-            (Design::Naive, Vec::new()),
-        ];
+        let mut runs: Vec<(Design, Vec<Figures>)> = [Design::GroupCommit, Design::Naive]
+            .into_iter()
+            .filter(|d| design_only.is_none_or(|o| o == *d))
+            .map(|d| (d, Vec::new()))
+            .collect();
         for _ in 0..rounds {
             for (design, figures) in runs.iter_mut() {
                 figures.push(run(&base, *design, c, total));
