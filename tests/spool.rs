@@ -987,13 +987,23 @@ fn messages_committed_before_a_sigkill_survive_it() {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let (started_tx, started) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .collect::<Vec<String>>()
+            let mut lines = Vec::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("A ") {
+                    let _ = started_tx.send(());
+                }
+                lines.push(line);
+            }
+            lines
         });
-        let wait = 100 + next_random(&mut seed) % 900;
+        // The clock starts at the first commit, so that the kill falls while messages are
+        // being stored, not while the child is still recovering the spool.
+        started
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the child committed nothing");
+        let wait = 20 + next_random(&mut seed) % 600;
         std::thread::sleep(Duration::from_millis(wait));
         // SAFETY: a signal to our own child, by its id.
         unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
@@ -1069,7 +1079,7 @@ fn messages_committed_before_a_sigkill_survive_it() {
             assert_eq!(&body[..], &content(q.id(), q.size as usize)[..]);
         }
         eprintln!(
-            "round {round}: killed after {wait} ms; {round_acked} acknowledged this round, {} queued \
+            "round {round}: killed {wait} ms after its first commit; {round_acked} acknowledged this round, {} queued \
              after recovery ({} acknowledged and not removed in all), {} incomplete set aside",
             recovered.queued.len(),
             acked.keys().filter(|id| !removed.contains(id)).count(),
