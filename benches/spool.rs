@@ -11,7 +11,8 @@
 //! target directory, on the project's disk. Three rounds, the designs taking turns; each row
 //! is the median round (by msg/s) with the range of msg/s over the rounds. `SPOOL_BENCH_C=16`
 //! runs one concurrency only (for `strace -f -c` checks of the counts), `SPOOL_BENCH_DESIGN`
-//! (`group` or `naive`) one design, `SPOOL_BENCH_ROUNDS` sets the rounds.
+//! (`group` or `naive`) one design, `SPOOL_BENCH_ROUNDS` sets the rounds, `SPOOL_BENCH_DIR`
+//! another file system to run on.
 
 use smtp_auth_proxy::spool::{
     Body, Envelope, Notify, Origin, RcptState, Recipient, Spool, SpoolOptions,
@@ -217,7 +218,12 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let base: PathBuf = Path::new(env!("CARGO_TARGET_TMPDIR")).join("spool-bench");
+    let base: PathBuf = std::env::var_os("SPOOL_BENCH_DIR")
+        .map_or_else(
+            || Path::new(env!("CARGO_TARGET_TMPDIR")).into(),
+            PathBuf::from,
+        )
+        .join("spool-bench");
     let only: Option<usize> = std::env::var("SPOOL_BENCH_C")
         .ok()
         .and_then(|v| v.parse().ok());
