@@ -3,7 +3,9 @@
 //! Layers, with dependencies pointing one way:
 //! [`config`] (the `ecelerity.conf` language) -> [`model`] (typed, validated settings) ->
 //! [`listener`] (the ESMTP server) -> [`auth`] back ends (the proxy engine, `auth::proxy`, among
-//! them), all speaking SMTP outward through [`client`]; [`daemon`] builds and wires them.
+//! them), all speaking SMTP outward through [`client`]. Accepted mail is stored in the
+//! [`spool`] before `250`; the [`queue`] delivers it through [`delivery`]. [`daemon`] builds
+//! and wires them.
 
 pub mod auth;
 pub mod cli;
@@ -25,6 +27,7 @@ pub mod net;
 pub mod privileges;
 pub mod queue;
 pub mod reply;
+pub mod spool;
 pub mod syslog;
 pub mod text;
 pub mod xtext;
