@@ -1,8 +1,8 @@
 //! What delivery is given for one message: the envelope as the next hop must see it (with
 //! the DSN parameters of RFC 3461), the original client for XCLIENT, and the content.
 
+use crate::spool::Content;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 /// One message to deliver to one destination domain.
 #[derive(Clone, Debug)]
@@ -23,7 +23,7 @@ pub struct OutboundMessage {
     /// Who sent the message to us, for outbound XCLIENT.
     pub origin: Origin,
     /// The message as it is to be sent: CRLF line ends, not dot-stuffed.
-    pub content: Arc<[u8]>,
+    pub content: Content,
 }
 
 /// One recipient with its DSN parameters.

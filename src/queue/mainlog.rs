@@ -57,11 +57,12 @@ pub struct Reception<'a> {
 }
 
 /// A delivery attempt's outcome for one destination, for its `D`, `T` or `P` record.
-pub struct Attempt<'a> {
-    pub id: &'a str,
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    pub id: String,
     /// The outbound connection's id (each attempt has its own).
-    pub connection: &'a str,
-    pub domain: &'a str,
+    pub connection: String,
+    pub domain: String,
     /// `D`: the message size; `T`/`P`: bytes sent before the failure (0: no connection).
     pub bytes: u64,
     /// Momentum's connection stage number (`T`/`P`).
@@ -72,7 +73,7 @@ pub struct Attempt<'a> {
     /// The address of the server that answered, if any.
     pub remote: Option<std::net::IpAddr>,
     /// The reply or error (`T`/`P`).
-    pub error: &'a str,
+    pub error: String,
 }
 
 impl Mainlog {
@@ -127,8 +128,8 @@ impl Mainlog {
         self.send(format!(
             "{}@{id}@{id}@{}@D@{}@{}@default@default@{}@{}@{}",
             secs(SystemTime::now()),
-            escape_field(a.connection),
-            escape_field(a.domain),
+            escape_field(&a.connection),
+            escape_field(&a.domain),
             a.bytes,
             a.retries,
             since(a.received),
@@ -151,14 +152,14 @@ impl Mainlog {
         self.send(format!(
             "{}@{id}@{id}@{}@{kind}@{}@{}@default@default@{}@{}@{}@{}@{}",
             secs(SystemTime::now()),
-            escape_field(a.connection),
-            escape_field(a.domain),
+            escape_field(&a.connection),
+            escape_field(&a.domain),
             a.bytes,
             a.stage,
             a.retries,
             since(a.received),
             remote(a),
-            escape_field(a.error),
+            escape_field(&a.error),
             id = a.id,
         ));
     }
@@ -297,15 +298,15 @@ mod tests {
             received,
         });
         let attempt = Attempt {
-            id: "0A0B0C0D0E0F1011",
-            connection: "out-3",
-            domain: "example.fict",
+            id: "0A0B0C0D0E0F1011".into(),
+            connection: "out-3".into(),
+            domain: "example.fict".into(),
             bytes: 0,
             stage: 0,
             retries: 2,
             received,
             remote: None,
-            error: "451 4.4.1 connection refused\r\nforged",
+            error: "451 4.4.1 connection refused\r\nforged".into(),
         };
         log.transient(&attempt);
         log.delivery(&Attempt {

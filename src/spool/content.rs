@@ -35,6 +35,20 @@ impl Content {
     }
 }
 
+/// Content not counted against any budget: a message made here (a bounce) or in a test.
+impl From<Vec<u8>> for Content {
+    fn from(bytes: Vec<u8>) -> Content {
+        let end = bytes.len();
+        Content::new(bytes, 0, end, None)
+    }
+}
+
+impl From<&[u8]> for Content {
+    fn from(bytes: &[u8]) -> Content {
+        bytes.to_vec().into()
+    }
+}
+
 impl Deref for Content {
     type Target = [u8];
 

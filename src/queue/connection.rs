@@ -1,0 +1,185 @@
+//! One outbound connection of the queue: opened for a destination domain with its first
+//! message, it delivers what the manager gives it, one message after the other, and closes
+//! after `Idle_Timeout` without work, at `Max_Deliveries_Per_Connection`, or when the next hop
+//! ends the session. Each result goes back to the manager as it comes; work that arrives as
+//! the connection closes is handed back, never dropped.
+
+use crate::delivery::{self, Delivery, Failure, MessageOutcome, Notify, OutboundMessage};
+use crate::spool::{self, Content, Envelope, MessageId, Spool};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// One message's recipients for one domain, to be tried on a connection.
+pub struct Work {
+    pub id: MessageId,
+    pub domain: String,
+    pub envelope: Arc<Envelope>,
+    /// In memory when the spool kept it; read back from disk otherwise.
+    pub content: Option<Content>,
+    /// Indexes into the envelope's recipients.
+    pub rcpts: Vec<usize>,
+}
+
+/// What a connection tells the manager.
+pub enum Report {
+    /// A message was tried: an outcome per recipient of `work`, or a failure of the whole
+    /// connection (no next hop reachable, or the content unreadable).
+    Tried {
+        task: u64,
+        work: Work,
+        result: Result<MessageOutcome, Failure>,
+        /// This connection's id, for the mainlog.
+        connection: String,
+        /// The name of the next hop that answered.
+        hop: Option<String>,
+    },
+    /// The connection is gone; `returned` is work it was given but did not try.
+    Closed { task: u64, returned: Vec<Work> },
+}
+
+pub struct Connection {
+    pub task: u64,
+    pub delivery: Delivery,
+    pub spool: Arc<Spool>,
+    pub reports: mpsc::UnboundedSender<Report>,
+}
+
+impl Connection {
+    pub async fn run(self, first: Work, mut more: mpsc::Receiver<Work>) {
+        let connection = format!("{:X}-out-{:X}", crate::log::pid(), self.task);
+        let mut outbound = match self
+            .delivery
+            .open(&first.domain, &first.envelope.sender)
+            .await
+        {
+            Ok(o) => o,
+            Err(failure) => {
+                self.tried(first, Err(failure), &connection, None);
+                return self.close(more);
+            }
+        };
+        let settings = outbound.settings().clone();
+        let mut next = Some(first);
+        while let Some(work) = next.take() {
+            let result = match self.message(&work).await {
+                Ok(msg) => Ok(outbound.deliver(&msg).await),
+                Err(failure) => Err(failure),
+            };
+            let hop = Some(outbound.hop().to_owned());
+            self.tried(work, result, &connection, hop);
+            let spent = settings
+                .max_deliveries_per_connection
+                .is_some_and(|max| outbound.accepted() >= max);
+            if spent || !outbound.is_usable() {
+                break;
+            }
+            next = match tokio::time::timeout(settings.idle_timeout, more.recv()).await {
+                Ok(Some(w)) => Some(w),
+                // The manager let go (stopping), or nothing came: done.
+                Ok(None) | Err(_) => None,
+            };
+        }
+        outbound.quit().await;
+        self.close(more);
+    }
+
+    fn tried(
+        &self,
+        work: Work,
+        result: Result<MessageOutcome, Failure>,
+        connection: &str,
+        hop: Option<String>,
+    ) {
+        let _ = self.reports.send(Report::Tried {
+            task: self.task,
+            work,
+            result,
+            connection: connection.to_owned(),
+            hop,
+        });
+    }
+
+    /// Hands back whatever was sent to this connection and not tried.
+    fn close(self, mut more: mpsc::Receiver<Work>) {
+        more.close();
+        let mut returned = Vec::new();
+        while let Ok(w) = more.try_recv() {
+            returned.push(w);
+        }
+        let _ = self.reports.send(Report::Closed {
+            task: self.task,
+            returned,
+        });
+    }
+
+    /// The message as delivery takes it. Content not kept in memory is read back (and
+    /// checked) from the spool; a damaged file is a failure of this attempt.
+    async fn message(&self, work: &Work) -> Result<OutboundMessage, Failure> {
+        let content = match &work.content {
+            Some(c) => c.clone(),
+            None => self.spool.content(work.id).await.map_err(|e| Failure {
+                outcome: delivery::Outcome::transient(
+                    crate::reply::Enhanced(4, 3, 0),
+                    format!("spool: {e}"),
+                    delivery::Stage::NotConnected,
+                ),
+                remote: None,
+            })?,
+        };
+        Ok(outbound_message(work, content))
+    }
+}
+
+/// The spool's envelope, as delivery is given it: only this domain's recipients.
+pub fn outbound_message(work: &Work, content: Content) -> OutboundMessage {
+    let e = &work.envelope;
+    OutboundMessage {
+        id: e.id.to_string(),
+        sender: e.sender.clone(),
+        recipients: work
+            .rcpts
+            .iter()
+            .map(|&i| {
+                let r = &e.recipients[i];
+                delivery::Recipient {
+                    address: r.address.clone(),
+                    notify: notify(r.notify),
+                    orcpt: r.orcpt.clone(),
+                }
+            })
+            .collect(),
+        ret: e.ret.map(|r| match r {
+            spool::Ret::Full => delivery::Ret::Full,
+            spool::Ret::Hdrs => delivery::Ret::Hdrs,
+        }),
+        envid: e.envid.clone(),
+        body: match e.body {
+            spool::Body::Unspecified => None,
+            spool::Body::SevenBit => Some(delivery::Body::SevenBit),
+            spool::Body::EightBitMime => Some(delivery::Body::EightBitMime),
+        },
+        origin: delivery::Origin {
+            client_ip: e.origin.client_ip,
+            client_port: e.origin.client_port,
+            helo: e.origin.helo.clone(),
+            esmtp: e.origin.esmtp,
+            client_name: e.origin.client_name.clone(),
+            auth_user: e.origin.auth_user.clone(),
+        },
+        content,
+    }
+}
+
+fn notify(n: spool::Notify) -> Option<Notify> {
+    if n.unspecified() {
+        None
+    } else if n.has(spool::Notify::NEVER) {
+        Some(Notify::Never)
+    } else {
+        Some(Notify::On {
+            success: n.has(spool::Notify::SUCCESS),
+            failure: n.has(spool::Notify::FAILURE),
+            delay: n.has(spool::Notify::DELAY),
+        })
+    }
+}
