@@ -111,3 +111,41 @@ proptest! {
         }
     }
 }
+
+/// OAUTHBEARER and XOAUTH2 responses as clients build them, and near misses: the separators,
+/// escapes and keys in any order, with stray characters (controls included) between.
+fn token_response_like() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop_oneof![
+            Just("n,".to_owned()),
+            Just("y,".to_owned()),
+            Just("a=".to_owned()),
+            Just(",".to_owned()),
+            Just("\x01".to_owned()),
+            Just("=2C".to_owned()),
+            Just("=3d".to_owned()),
+            Just("=".to_owned()),
+            Just("user=".to_owned()),
+            Just("auth=Bearer ".to_owned()),
+            "[a-z@.]{0,8}",
+            any::<char>().prop_map(String::from),
+        ],
+        0..14,
+    )
+    .prop_map(|parts| parts.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 5000, ..ProptestConfig::default() })]
+
+    /// Whatever a client sends, a user name read from it can be looked up and logged: never
+    /// empty, never a control character.
+    #[test]
+    fn token_responses_name_a_plain_user_or_none(s in token_response_like()) {
+        use smtp_auth_proxy::listener::oauth::{oauthbearer_user, xoauth2_user};
+        for user in [oauthbearer_user(&s), xoauth2_user(&s)].into_iter().flatten() {
+            prop_assert!(!user.is_empty(), "{:?}", s);
+            prop_assert!(!user.chars().any(char::is_control), "{:?} from {:?}", user, s);
+        }
+    }
+}

@@ -41,6 +41,9 @@ pub enum Proof {
         digest: String,
         upstream: Option<SmtpClient>,
     },
+    /// OAUTHBEARER and XOAUTH2: the client's whole response, decoded (the GS2 header or
+    /// `user=`, and the bearer token), for the upstream to check as it came.
+    Token(Secret),
 }
 
 /// A CRAM-MD5 challenge (RFC 2195), from the back end: made here for a password file, the
@@ -48,6 +51,14 @@ pub enum Proof {
 pub struct CramChallenge {
     pub challenge: String,
     pub upstream: Option<SmtpClient>,
+}
+
+/// An upstream's refusal of a bearer token, still in progress: its `334` error challenge
+/// (base64 JSON, RFC 7628 §3.2.2) goes to the client, whose answer goes back on `upstream`.
+pub struct ErrorChallenge {
+    /// The challenge as the upstream sent it, base64.
+    pub text: String,
+    pub upstream: SmtpClient,
 }
 
 pub struct Credentials {

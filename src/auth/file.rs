@@ -48,6 +48,10 @@ impl PasswordFile {
                 let expected = cram_md5(stored.expose(), challenge);
                 ct_eq(expected.as_bytes(), digest.to_ascii_lowercase().as_bytes())
             }
+            // Refused when the configuration is read; only an upstream can check a token.
+            Proof::Token(_) => {
+                return Outcome::new(Verdict::Error, "a password file cannot check a token");
+            }
         };
         if good {
             Outcome::new(Verdict::Pass, "password file")

@@ -10,8 +10,8 @@ pub mod file;
 pub mod proxy;
 pub mod verdict;
 
-pub use credentials::{CramChallenge, Credentials, Proof, Secret};
-pub use verdict::{Outcome, Verdict};
+pub use credentials::{CramChallenge, Credentials, ErrorChallenge, Proof, Secret};
+pub use verdict::{Exchange, Outcome, Verdict};
 
 use crate::datasource::Datasource;
 use crate::metrics::Metrics;
@@ -104,10 +104,10 @@ pub enum Backend {
 
 impl Backend {
     /// Whether the back end can check `mechanism`'s proof. CRAM-MD5 needs the password (a file)
-    /// or a fixed upstream that runs the challenge itself.
+    /// or a fixed upstream that runs the challenge itself; a bearer token, its provider's server.
     pub fn supports(&self, mechanism: Mechanism) -> bool {
         match self {
-            Backend::File(_) => true,
+            Backend::File(_) => !mechanism.takes_token(),
             Backend::SmtpAuthProxy(engine) => {
                 mechanism != Mechanism::CramMd5 || engine.can_relay_cram_md5()
             }
@@ -127,10 +127,25 @@ impl Backend {
 
     /// Checks `creds`. `keep_upstream`: the session will relay its mail through the upstream
     /// that accepted the AUTH, so return that connection instead of closing it.
-    pub async fn authenticate(&self, creds: Credentials, keep_upstream: bool) -> Outcome {
+    pub async fn authenticate(&self, creds: Credentials, keep_upstream: bool) -> Exchange {
         match self {
-            Backend::File(f) => f.authenticate(&creds),
+            Backend::File(f) => Exchange::Done(f.authenticate(&creds)),
             Backend::SmtpAuthProxy(engine) => engine.authenticate(creds, keep_upstream).await,
+        }
+    }
+
+    /// Finishes an exchange the upstream refused with an error challenge: relays the client's
+    /// answer (`None`: the client cancelled, or went away) and reports the final verdict.
+    pub async fn answer(
+        &self,
+        challenge: ErrorChallenge,
+        answer: Option<&[u8]>,
+        keep_upstream: bool,
+    ) -> Outcome {
+        match self {
+            // A password file never issues one.
+            Backend::File(_) => Outcome::new(Verdict::Error, "no error challenge to answer"),
+            Backend::SmtpAuthProxy(engine) => engine.answer(challenge, answer, keep_upstream).await,
         }
     }
 }

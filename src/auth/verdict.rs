@@ -1,5 +1,6 @@
 //! What a back end answers: Momentum's three outcomes, kept apart.
 
+use super::credentials::ErrorChallenge;
 use crate::client::SmtpClient;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,4 +54,12 @@ impl Outcome {
             upstream: None,
         }
     }
+}
+
+/// Where an AUTH stands once the back end has the client's credentials.
+pub enum Exchange {
+    Done(Outcome),
+    /// A bearer token was refused with an error challenge: the client must see it and answer
+    /// before the upstream gives its final reply.
+    Challenge(ErrorChallenge),
 }

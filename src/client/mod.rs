@@ -138,7 +138,9 @@ impl SmtpClient {
     }
 
     pub async fn send_line(&mut self, line: &str) -> Result<()> {
-        let mut buf = Vec::with_capacity(line.len() + 2);
+        // A command may carry a credential (AUTH PLAIN's password, a bearer token): this copy
+        // is wiped when sent.
+        let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(line.len() + 2));
         buf.extend_from_slice(line.as_bytes());
         buf.extend_from_slice(b"\r\n");
         self.write_all(&buf).await

@@ -1,5 +1,6 @@
-//! AUTH (RFC 4954) with LOGIN, PLAIN (RFC 4616) and CRAM-MD5 (RFC 2195): the front end decodes
-//! what the client sends and hands the credentials to the mechanism's back end.
+//! AUTH (RFC 4954) with LOGIN, PLAIN (RFC 4616) and CRAM-MD5 (RFC 2195), and bearer tokens
+//! (OAUTHBEARER, XOAUTH2: `oauth.rs`): the front end decodes what the client sends and hands
+//! the credentials to the mechanism's back end.
 //!
 //! Replies keep the three outcomes apart: `235 2.7.0` pass, `535 5.7.8` bad credentials,
 //! `454 4.7.0` when the back end could not decide (the client should retry, not give up).
@@ -9,7 +10,7 @@ use super::connection::{MAX_COMMAND_LINE, ReadError};
 use super::policy::AuthOffer;
 use super::session::{Authenticated, Flow, Session};
 use super::throttle::Decision;
-use crate::auth::{CramChallenge, Credentials, Proof, Secret, Verdict};
+use crate::auth::{CramChallenge, Credentials, Exchange, Proof, Secret, Verdict};
 use crate::model::listener::Mechanism;
 use crate::reply::Reply;
 use crate::{log_info, log_warning};
@@ -19,7 +20,7 @@ use std::time::Instant;
 use zeroize::Zeroizing;
 
 /// How an exchange ended without credentials.
-enum Abort {
+pub(super) enum Abort {
     /// The client sent `*` (RFC 4954 §4): 501.
     Cancelled,
     /// Not base64, or not the mechanism's format: 501.
@@ -94,26 +95,13 @@ impl Session {
                     return Flow::Continue;
                 }
             },
+            Mechanism::OAuthBearer | Mechanism::XOAuth2 => {
+                self.token(offered.mechanism, initial).await
+            }
         };
         let creds = match creds {
             Ok(c) => c,
-            Err(Abort::Cancelled) => {
-                self.reject(501, (5, 0, 0), "Authentication cancelled");
-                return Flow::Continue;
-            }
-            Err(Abort::Malformed) => {
-                self.reject(501, (5, 5, 2), "Cannot decode the response");
-                return Flow::Continue;
-            }
-            Err(Abort::Gone(ReadError::Idle)) => {
-                self.reply(421, (4, 4, 2), "Idle timeout, closing connection");
-                return Flow::Close;
-            }
-            Err(Abort::Gone(ReadError::TooLong)) => {
-                self.reject(500, (5, 5, 6), "Authentication exchange line too long");
-                return Flow::Continue;
-            }
-            Err(Abort::Gone(_)) => return Flow::Close,
+            Err(abort) => return self.aborted(abort),
         };
         match self
             .rt
@@ -142,7 +130,18 @@ impl Session {
         // Routes names a next hop.
         let keep_upstream = !self.rt.config.routing.has_next_hop();
         let username = creds.username.clone();
-        let outcome = offered.backend.authenticate(creds, keep_upstream).await;
+        // Set when the client did not answer an error challenge: it gets that answer's reply.
+        let mut unanswered = None;
+        let outcome = match offered.backend.authenticate(creds, keep_upstream).await {
+            Exchange::Done(o) => o,
+            Exchange::Challenge(c) => {
+                let (o, a) = self
+                    .error_challenge(&offered.backend, c, keep_upstream)
+                    .await;
+                unanswered = a;
+                o
+            }
+        };
         self.rt
             .metrics
             .auth(offered.mechanism, outcome.verdict.into());
@@ -186,18 +185,42 @@ impl Session {
                 self.rt
                     .throttle
                     .failed(self.client.ip, &username, Instant::now());
-                self.reject(535, (5, 7, 8), "Authentication credentials invalid");
+                if unanswered.is_none() {
+                    self.reject(535, (5, 7, 8), "Authentication credentials invalid");
+                }
             }
             Verdict::Error => {
                 log_warning!("{summary}");
-                self.reply(454, (4, 7, 0), "Temporary authentication failure");
+                if unanswered.is_none() {
+                    self.reply(454, (4, 7, 0), "Temporary authentication failure");
+                }
             }
+        }
+        match unanswered {
+            Some(a) => self.aborted(a),
+            None => Flow::Continue,
+        }
+    }
+
+    /// Answers an exchange the client broke off.
+    fn aborted(&mut self, abort: Abort) -> Flow {
+        match abort {
+            Abort::Cancelled => self.reject(501, (5, 0, 0), "Authentication cancelled"),
+            Abort::Malformed => self.reject(501, (5, 5, 2), "Cannot decode the response"),
+            Abort::Gone(ReadError::Idle) => {
+                self.reply(421, (4, 4, 2), "Idle timeout, closing connection");
+                return Flow::Close;
+            }
+            Abort::Gone(ReadError::TooLong) => {
+                self.reject(500, (5, 5, 6), "Authentication exchange line too long")
+            }
+            Abort::Gone(_) => return Flow::Close,
         }
         Flow::Continue
     }
 
     /// Sends a `334` challenge and reads the client's answer, base64-decoded.
-    async fn challenge(&mut self, text: &str) -> Result<Zeroizing<Vec<u8>>, Abort> {
+    pub(super) async fn challenge(&mut self, text: &str) -> Result<Zeroizing<Vec<u8>>, Abort> {
         self.conn.send(&Reply::plain(334, text.to_owned()));
         let line = Zeroizing::new(
             self.conn
@@ -273,7 +296,7 @@ impl Session {
 }
 
 /// Decodes one base64 response line; `*` cancels, `=` is an empty response (RFC 4954 §4).
-fn decode(line: &[u8]) -> Result<Zeroizing<Vec<u8>>, Abort> {
+pub(super) fn decode(line: &[u8]) -> Result<Zeroizing<Vec<u8>>, Abort> {
     let line = line.trim_ascii();
     match line {
         b"*" => Err(Abort::Cancelled),

@@ -13,6 +13,7 @@ pub mod control;
 pub mod data;
 pub mod ehlo;
 pub mod mail;
+pub mod oauth;
 pub mod policy;
 pub mod proxy_protocol;
 pub mod rcpt;

@@ -147,7 +147,8 @@ impl Session {
                 }
             };
             let line = match read {
-                Ok(line) => line,
+                // AUTH's initial response is a credential: the line is wiped when done with.
+                Ok(line) => zeroize::Zeroizing::new(line),
                 Err(ReadError::TooLong) => {
                     self.reject(500, (5, 5, 2), "Line too long");
                     continue;

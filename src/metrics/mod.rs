@@ -208,13 +208,21 @@ impl Delivery {
 
 /// The mechanisms counted, each with its slot. A new mechanism fails to compile in [`slot`]
 /// until it is added here.
-const MECHANISMS: [Mechanism; 3] = [Mechanism::Login, Mechanism::Plain, Mechanism::CramMd5];
+const MECHANISMS: [Mechanism; 5] = [
+    Mechanism::Login,
+    Mechanism::Plain,
+    Mechanism::CramMd5,
+    Mechanism::OAuthBearer,
+    Mechanism::XOAuth2,
+];
 
 fn slot(m: Mechanism) -> usize {
     match m {
         Mechanism::Login => 0,
         Mechanism::Plain => 1,
         Mechanism::CramMd5 => 2,
+        Mechanism::OAuthBearer => 3,
+        Mechanism::XOAuth2 => 4,
     }
 }
 

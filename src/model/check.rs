@@ -189,8 +189,13 @@ fn check_effective(
                 Diagnostic::warning(
                     ext.origin,
                     format!(
-                        "DANGER: AUTH {} is offered to {where_} with no TLS: passwords cross the network in clear text (offer STARTTLS with TLS_Certificate and TLS_Key, or Use_SSL)",
-                        clear.join(" ")
+                        "DANGER: AUTH {} is offered to {where_} with no TLS: {} cross the network in clear text (offer STARTTLS with TLS_Certificate and TLS_Key, or Use_SSL)",
+                        clear.join(" "),
+                        if ext.auth.iter().any(|m| m.takes_token()) {
+                            "passwords and bearer tokens"
+                        } else {
+                            "passwords"
+                        }
                     ),
                 ),
             );

@@ -31,6 +31,8 @@ pub struct ListenerSettings {
     pub auth_login: Option<Spanned<AuthParameters>>,
     pub auth_plain: Option<Spanned<AuthParameters>>,
     pub auth_cram_md5: Option<Spanned<AuthParameters>>,
+    pub auth_oauthbearer: Option<Spanned<AuthParameters>>,
+    pub auth_xoauth2: Option<Spanned<AuthParameters>>,
     pub relay_hosts: Option<Spanned<Vec<Cidr>>>,
     pub open_relay: Option<Spanned<bool>>,
     pub require_ehlo: Option<Spanned<bool>>,
@@ -74,6 +76,10 @@ pub enum Mechanism {
     Login,
     Plain,
     CramMd5,
+    /// RFC 7628: an OAuth 2.0 bearer token behind a GS2 header naming the user.
+    OAuthBearer,
+    /// Google's and Microsoft's forerunner of OAUTHBEARER: `user=…^Aauth=Bearer …^A^A`.
+    XOAuth2,
 }
 
 impl Mechanism {
@@ -82,6 +88,8 @@ impl Mechanism {
             Mechanism::Login => "LOGIN",
             Mechanism::Plain => "PLAIN",
             Mechanism::CramMd5 => "CRAM-MD5",
+            Mechanism::OAuthBearer => "OAUTHBEARER",
+            Mechanism::XOAuth2 => "XOAUTH2",
         }
     }
 
@@ -91,12 +99,21 @@ impl Mechanism {
             Mechanism::Login => "AuthLoginParameters",
             Mechanism::Plain => "AuthPlainParameters",
             Mechanism::CramMd5 => "AuthCramMD5Parameters",
+            // Momentum's pattern (`AuthLoginParameters`): the SASL name as one capitalised word.
+            Mechanism::OAuthBearer => "AuthOauthbearerParameters",
+            Mechanism::XOAuth2 => "AuthXoauth2Parameters",
         }
     }
 
-    /// Whether the password crosses the wire recoverably (LOGIN, PLAIN) without TLS.
+    /// Whether the credential crosses the wire recoverably without TLS: a password (LOGIN,
+    /// PLAIN), or a bearer token, which anyone who reads it can replay until it expires.
     pub fn sends_cleartext(self) -> bool {
         !matches!(self, Mechanism::CramMd5)
+    }
+
+    /// Whether the credential is a bearer token only its issuer's server can check.
+    pub fn takes_token(self) -> bool {
+        matches!(self, Mechanism::OAuthBearer | Mechanism::XOAuth2)
     }
 }
 
@@ -267,6 +284,8 @@ impl<'a> Effective<'a> {
             Mechanism::Login => lookup!(self.auth_login),
             Mechanism::Plain => lookup!(self.auth_plain),
             Mechanism::CramMd5 => lookup!(self.auth_cram_md5),
+            Mechanism::OAuthBearer => lookup!(self.auth_oauthbearer),
+            Mechanism::XOAuth2 => lookup!(self.auth_xoauth2),
         }
     }
 
@@ -394,9 +413,15 @@ impl EsmtpListener {
 impl ListenerSettings {
     /// The `Auth<Mech>Parameters` this scope sets.
     pub fn auth_parameters(&self) -> impl Iterator<Item = &Spanned<AuthParameters>> {
-        [&self.auth_login, &self.auth_plain, &self.auth_cram_md5]
-            .into_iter()
-            .flatten()
+        [
+            &self.auth_login,
+            &self.auth_plain,
+            &self.auth_cram_md5,
+            &self.auth_oauthbearer,
+            &self.auth_xoauth2,
+        ]
+        .into_iter()
+        .flatten()
     }
 }
 
@@ -446,6 +471,10 @@ pub(super) fn read_setting(
         "authloginparameters" => out.auth_login = cx.read_with(s, read_auth_parameters),
         "authplainparameters" => out.auth_plain = cx.read_with(s, read_auth_parameters),
         "authcrammd5parameters" => out.auth_cram_md5 = cx.read_with(s, read_auth_parameters),
+        "authoauthbearerparameters" => {
+            out.auth_oauthbearer = cx.read_with(s, read_token_auth_parameters)
+        }
+        "authxoauth2parameters" => out.auth_xoauth2 = cx.read_with(s, read_token_auth_parameters),
         "relay_hosts" => out.relay_hosts = cx.read_with(s, read_relay_hosts),
         "open_relay" => out.open_relay = cx.read(s, value::boolean),
         "require_ehlo" => out.require_ehlo = cx.read(s, value::boolean),
@@ -531,7 +560,7 @@ fn read_extensions(cx: &mut Cx, name: &str, v: &Value) -> Read<Extensions> {
                 if args.is_empty() {
                     return Err(Diagnostic::error(
                         origin,
-                        "`AUTH` needs a mechanism: \"AUTH LOGIN\", \"AUTH PLAIN\" or \"AUTH CRAM-MD5\"",
+                        "`AUTH` needs a mechanism: \"AUTH LOGIN\", \"AUTH PLAIN\", \"AUTH CRAM-MD5\", \"AUTH OAUTHBEARER\" or \"AUTH XOAUTH2\"",
                     ));
                 }
                 for mech in args {
@@ -539,6 +568,8 @@ fn read_extensions(cx: &mut Cx, name: &str, v: &Value) -> Read<Extensions> {
                         "LOGIN" => Mechanism::Login,
                         "PLAIN" => Mechanism::Plain,
                         "CRAM-MD5" => Mechanism::CramMd5,
+                        "OAUTHBEARER" => Mechanism::OAuthBearer,
+                        "XOAUTH2" => Mechanism::XOAuth2,
                         other => {
                             cx.diags.push(
                                 Diagnostic::warning(
@@ -621,6 +652,23 @@ fn read_auth_parameters(cx: &mut Cx, name: &str, v: &Value) -> Read<AuthParamete
         backend,
         log_authentication,
     })
+}
+
+/// `AuthOauthbearerParameters` and `AuthXoauth2Parameters`: a bearer token means something only
+/// to the server of the provider that issued it, so only `smtp_auth_proxy://` can check one.
+fn read_token_auth_parameters(cx: &mut Cx, name: &str, v: &Value) -> Read<AuthParameters> {
+    let mut params = read_auth_parameters(cx, name, v)?;
+    if let AuthBackend::File(_) = params.backend.value {
+        cx.diags.push(Diagnostic::error(
+            params.backend.origin,
+            format!(
+                "`{name}`: a password file cannot check an OAuth 2.0 bearer token; only the upstream can (uri = \"smtp_auth_proxy://\")"
+            ),
+        ));
+        // Reported; kept so the mechanism does not also look unconfigured.
+        params.backend.value = AuthBackend::Unsupported("file".into());
+    }
+    Ok(params)
 }
 
 fn parse_auth_uri(cx: &mut Cx, uri: &str, origin: Origin) -> Read<AuthBackend> {

@@ -157,6 +157,8 @@ pub const LISTENER_OPTIONS: &[&str] = &[
     "authloginparameters",
     "authplainparameters",
     "authcrammd5parameters",
+    "authoauthbearerparameters",
+    "authxoauth2parameters",
     "relay_hosts",
     "open_relay",
     "require_ehlo",

@@ -261,12 +261,24 @@ impl Upstream {
 
     /// The messages accepted so far.
     pub fn messages(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.spool)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        read_jsonl(&self.spool)
     }
+
+    /// With `--oauth`: one record per token AUTH so far (mechanism, the response as received,
+    /// the answer to the error challenge, the verdict, when EHLO and AUTH came).
+    pub fn token_auths(&self) -> Vec<serde_json::Value> {
+        let mut path = self.spool.clone().into_os_string();
+        path.push(".auth");
+        read_jsonl(Path::new(&path))
+    }
+}
+
+fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 impl Drop for Upstream {

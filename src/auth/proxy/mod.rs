@@ -8,11 +8,16 @@
 //! a fail, and no other host is asked; anything else (refused, reset, timeout, a 4xx, garbage)
 //! is an error, and the next host is tried. `timeout` bounds the whole exchange, lookup
 //! included.
+//!
+//! Bearer tokens (OAUTHBEARER, XOAUTH2) go to the upstream as the client sent them, under the
+//! same mechanism; an upstream that does not offer it is an error, not a fail. An upstream that
+//! refuses a token answers with an error challenge (RFC 7628 §3.2.2), which the client must
+//! see and answer before the final reply: [`Exchange::Challenge`], then [`Engine::answer`].
 
 pub mod pool;
 
-use super::credentials::{CramChallenge, Credentials, Proof};
-use super::verdict::{Outcome, Verdict};
+use super::credentials::{CramChallenge, Credentials, ErrorChallenge, Proof};
+use super::verdict::{Exchange, Outcome, Verdict};
 use crate::client::{ClientError, SmtpClient, tls};
 use crate::datasource::Datasource;
 use crate::metrics::{Metrics, Tls, UpstreamCounters};
@@ -53,6 +58,8 @@ const CLEAR_TEXT_WARNING_EVERY: Duration = Duration::from_secs(600);
 /// How one host's attempt ended.
 enum Attempt {
     Verdict(Outcome),
+    /// The upstream refused a bearer token with an error challenge; the client answers it.
+    Challenge(ErrorChallenge),
     /// This host could not decide; try the next.
     Error(String),
     /// This host did not answer in time (acctlog's `T`); try the next.
@@ -119,6 +126,14 @@ impl Engine {
             .map_or(&self.looked_up, |i| &self.counters[i].1)
     }
 
+    /// The counters of the upstream a connection is to (its `server` label).
+    fn counters_of(&self, up: &SmtpClient) -> &UpstreamCounters {
+        self.counters
+            .iter()
+            .find(|(label, _)| *label == up.server)
+            .map_or(&self.looked_up, |(_, c)| c)
+    }
+
     /// CRAM-MD5's challenge comes before the user name, so only a fixed `host` can serve it.
     pub fn can_relay_cram_md5(&self) -> bool {
         !self.hosts.is_empty()
@@ -128,38 +143,32 @@ impl Engine {
         self: &Arc<Self>,
         mut creds: Credentials,
         keep_upstream: bool,
-    ) -> Outcome {
+    ) -> Exchange {
         let deadline = Instant::now() + self.timeout;
         let upstream = match &mut creds.proof {
             Proof::CramMd5 { upstream, .. } => upstream.take(),
-            Proof::Password(_) => None,
+            Proof::Password(_) | Proof::Token(_) => None,
         };
         let result = timeout_at(deadline, async {
             match upstream {
-                Some(up) => self.finish_cram_md5(up, &creds, keep_upstream).await,
-                None => {
-                    self.authenticate_password(&creds, keep_upstream, deadline)
-                        .await
-                }
+                Some(up) => Exchange::Done(self.finish_cram_md5(up, &creds, keep_upstream).await),
+                None => self.ask_upstreams(&creds, keep_upstream, deadline).await,
             }
         })
         .await;
-        result.unwrap_or_else(|_| {
-            let mut o = Outcome::new(Verdict::Error, "timed out");
-            o.timed_out = true;
-            o
-        })
+        result.unwrap_or_else(|_| Exchange::Done(error_outcome(vec!["timed out".into()], true)))
     }
 
-    async fn authenticate_password(
+    /// Presents a password or token to the user's upstreams, in turn, until one decides.
+    async fn ask_upstreams(
         self: &Arc<Self>,
         creds: &Credentials,
         keep: bool,
         deadline: Instant,
-    ) -> Outcome {
+    ) -> Exchange {
         let hosts = match self.upstreams(&creds.username, deadline).await {
             Ok(h) => h,
-            Err(o) => return o,
+            Err(o) => return Exchange::Done(o),
         };
         let mut errors = Vec::new();
         let mut timed_out = false;
@@ -169,7 +178,12 @@ impl Engine {
             match self.try_host(host, creds, keep).await {
                 Ok(Attempt::Verdict(o)) | Err(Attempt::Verdict(o)) => {
                     counted.finish(o.verdict.into());
-                    return o;
+                    return Exchange::Done(o);
+                }
+                Ok(Attempt::Challenge(c)) | Err(Attempt::Challenge(c)) => {
+                    // The verdict is counted when the client's answer comes back.
+                    counted.hand_over();
+                    return Exchange::Challenge(c);
                 }
                 Ok(Attempt::Error(e)) | Err(Attempt::Error(e)) => {
                     errors.push(format!("{host}: {e}"))
@@ -180,7 +194,7 @@ impl Engine {
                 }
             }
         }
-        error_outcome(errors, timed_out)
+        Exchange::Done(error_outcome(errors, timed_out))
     }
 
     /// The hosts to ask for this user: the datasource's answer, or the configured list.
@@ -317,21 +331,31 @@ impl Engine {
         };
         let Some(reply) = reply else {
             up.quit().await;
-            return Ok(Attempt::Error(
-                "upstream offers neither AUTH PLAIN nor AUTH LOGIN".into(),
-            ));
+            return Ok(Attempt::Error(match creds.proof {
+                Proof::Token(_) => {
+                    format!("upstream does not offer AUTH {}", creds.mechanism.name())
+                }
+                _ => "upstream offers neither AUTH PLAIN nor AUTH LOGIN".into(),
+            }));
         };
-        Ok(self.verdict(up, reply, keep).await)
+        if reply.code == 334 && matches!(creds.proof, Proof::Token(_)) {
+            return Ok(error_challenge(up, reply).await);
+        }
+        Ok(match self.verdict(up, reply, keep).await {
+            Ok(o) => Attempt::Verdict(o),
+            Err(e) => Attempt::Error(e),
+        })
     }
 
-    /// Maps the upstream's reply to AUTH to a verdict, keeping or closing the session.
-    async fn verdict(&self, up: SmtpClient, reply: Reply, keep: bool) -> Attempt {
+    /// Maps the upstream's reply to AUTH to a verdict, keeping or closing the session;
+    /// `Err`: the reply decides nothing (a 4xx, or a reply AUTH cannot have).
+    async fn verdict(&self, up: SmtpClient, reply: Reply, keep: bool) -> Result<Outcome, String> {
         let verdict = match reply.code {
             235 => Verdict::Pass,
             500..=599 => Verdict::Fail,
             _ => {
                 up.quit().await;
-                return Attempt::Error(format!("AUTH {reply}"));
+                return Err(format!("AUTH {reply}"));
             }
         };
         let mut outcome = Outcome::new(verdict, format!("{} answered {}", up.server, reply.code));
@@ -340,7 +364,7 @@ impl Engine {
         } else {
             up.quit().await;
         }
-        Attempt::Verdict(outcome)
+        Ok(outcome)
     }
 
     /// Opens an upstream session and has it issue a CRAM-MD5 challenge, which the client must
@@ -379,6 +403,10 @@ impl Engine {
                     return Ok(c);
                 }
                 Ok(Err(Attempt::Error(e))) => errors.push(format!("{host}: {e}")),
+                // Only a token exchange is classified so; dropping it closes the connection.
+                Ok(Err(Attempt::Challenge(_))) => {
+                    errors.push(format!("{host}: unexpected error challenge"))
+                }
                 Ok(Err(Attempt::Verdict(o))) => {
                     counted.finish(o.verdict.into());
                     return Err(o);
@@ -402,31 +430,97 @@ impl Engine {
             unreachable!("called for CRAM-MD5 only");
         };
         let answer = B64.encode(format!("{} {digest}", creds.username));
-        let counted = self
-            .counters
-            .iter()
-            .find(|(label, _)| *label == up.server)
-            .map_or(&self.looked_up, |(_, c)| c)
-            .attempt();
+        let counted = self.counters_of(&up).attempt();
         match up.command(&answer).await {
             Ok(reply) => match self.verdict(up, reply, keep).await {
-                Attempt::Verdict(o) => {
+                Ok(o) => {
                     counted.finish(o.verdict.into());
                     o
                 }
-                Attempt::Error(e) => Outcome::new(Verdict::Error, e),
-                Attempt::Timeout => error_outcome(vec!["timed out".into()], true),
+                Err(e) => Outcome::new(Verdict::Error, e),
             },
             Err(e) => error_outcome(vec![e.to_string()], matches!(e, ClientError::Timeout)),
         }
     }
+
+    /// Relays the client's answer to an error challenge (OAUTHBEARER's dummy `AQ==`, XOAUTH2's
+    /// empty line) to the upstream that issued it; the upstream's reply is the verdict. `None`:
+    /// the client cancelled or went away. The upstream has refused the token already, so that
+    /// is a fail; it hears the cancel (`*`, RFC 4954 §4), and the connection closes without
+    /// waiting for its reply.
+    pub async fn answer(
+        &self,
+        challenge: ErrorChallenge,
+        answer: Option<&[u8]>,
+        keep: bool,
+    ) -> Outcome {
+        let mut up = challenge.upstream;
+        let counted = self.counters_of(&up).attempt();
+        let Some(answer) = answer else {
+            let o = Outcome::new(
+                Verdict::Fail,
+                format!("{} refused the token; the client cancelled", up.server),
+            );
+            let _ = up.send_line("*").await;
+            up.quit().await;
+            counted.finish(o.verdict.into());
+            return o;
+        };
+        let result = timeout_at(
+            Instant::now() + self.timeout,
+            up.command(&B64.encode(answer)),
+        )
+        .await;
+        match result {
+            Ok(Ok(reply)) => match self.verdict(up, reply, keep).await {
+                Ok(o) => {
+                    counted.finish(o.verdict.into());
+                    o
+                }
+                Err(e) => Outcome::new(Verdict::Error, e),
+            },
+            Ok(Err(e)) => error_outcome(vec![e.to_string()], matches!(e, ClientError::Timeout)),
+            Err(_) => error_outcome(vec!["timed out".into()], true),
+        }
+    }
 }
 
-/// AUTH with the client's password on a ready connection: PLAIN when offered, else LOGIN.
-/// `None`: the upstream offers neither.
+/// An upstream's `334` to a token: its error challenge, if it is one (a single line of base64;
+/// RFC 7628 §3.2.2 has JSON inside), to go to the client as it came.
+async fn error_challenge(up: SmtpClient, reply: Reply) -> Attempt {
+    let text = match reply.lines.as_slice() {
+        [line] if B64.decode(line.trim()).is_ok() => line.trim().to_owned(),
+        _ => {
+            up.quit().await;
+            return Attempt::Error(format!("AUTH answered {reply}, not an error challenge"));
+        }
+    };
+    Attempt::Challenge(ErrorChallenge { text, upstream: up })
+}
+
+/// AUTH with the client's credentials on a ready connection: a token under its own mechanism,
+/// as the client sent it; a password with PLAIN when offered, else LOGIN. `None`: the
+/// upstream offers no mechanism that fits.
 async fn auth_on(up: &mut SmtpClient, creds: &Credentials) -> Result<Option<Reply>, ClientError> {
-    let Proof::Password(password) = &creds.proof else {
-        return Ok(None);
+    let password = match &creds.proof {
+        Proof::Password(p) => p,
+        Proof::Token(t) => {
+            let mechanism = creds.mechanism.name();
+            if !up.offers_auth(mechanism) {
+                return Ok(None);
+            }
+            // Built where it is wiped: the token is in every byte of this line.
+            let response = t.expose().as_bytes();
+            let mut line = Zeroizing::new(String::with_capacity(
+                6 + mechanism.len() + response.len().div_ceil(3) * 4,
+            ));
+            line.push_str("AUTH ");
+            line.push_str(mechanism);
+            line.push(' ');
+            B64.encode_string(response, &mut line);
+            return up.command(&line).await.map(Some);
+        }
+        Proof::CramMd5 { .. } => return Ok(None),
     };
     if up.offers_auth("PLAIN") {
         let raw = Zeroizing::new(format!(
