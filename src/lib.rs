@@ -15,6 +15,7 @@ pub mod date;
 #[doc(hidden)]
 pub mod fuzz_checks;
 pub mod header;
+pub mod limits;
 pub mod listener;
 pub mod log;
 pub mod metrics;

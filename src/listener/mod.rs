@@ -12,6 +12,7 @@ pub mod connection;
 pub mod control;
 pub mod data;
 pub mod ehlo;
+pub mod limit;
 pub mod mail;
 pub mod policy;
 pub mod proxy_protocol;
@@ -45,6 +46,8 @@ pub struct Runtime {
     pub tls: TlsConfigs,
     /// AUTH failures per client address and user name (`Auth_Failure_Limit`).
     pub throttle: throttle::Throttle,
+    /// The sending limits, and where their counters (and the throttle's) live.
+    pub limits: crate::limits::Limits,
     /// `Listener_Sessions` per Listen (by index), shared by every serving thread.
     pub caps: Vec<Option<Arc<tokio::sync::Semaphore>>>,
     /// Which configuration this is: every reload makes a new one.
@@ -59,12 +62,14 @@ pub struct Runtime {
 impl Runtime {
     /// Takes a checked configuration and the back ends built for it, and prepares the TLS
     /// configurations. What fails here is what only trying can tell (a key that does not match
-    /// its certificate). `metrics` are the daemon's, which outlive every configuration.
+    /// its certificate). `metrics` and `counters` are the daemon's, which outlive every
+    /// configuration.
     pub fn new(
         config: Config,
         hostname: Arc<str>,
         backends: Backends,
         metrics: Arc<Metrics>,
+        counters: &Arc<crate::limits::Shared>,
     ) -> Result<Runtime, Vec<String>> {
         let mut errors = Vec::new();
         let failure_limit = config
@@ -72,12 +77,19 @@ impl Runtime {
             .as_ref()
             .and_then(|l| l.settings.auth_failure_limit.as_ref())
             .map_or(throttle::DEFAULT_LIMIT, |l| l.value);
+        let limits = crate::limits::Limits::new(&config, counters, backends.datasource(), &metrics)
+            .map_err(|e| vec![e])?;
         let mut rt = Runtime {
             config,
             hostname,
             backends,
             tls: TlsConfigs::default(),
-            throttle: throttle::Throttle::new(failure_limit),
+            throttle: throttle::Throttle::new(
+                failure_limit,
+                limits.counters().clone(),
+                limits.failure_mode(),
+            ),
+            limits,
             caps: Vec::new(),
             generation: {
                 static GENERATIONS: AtomicU64 = AtomicU64::new(1);

@@ -18,6 +18,7 @@ pub enum ScopeKind {
     Security,
     PrometheusListener,
     PrometheusListen,
+    SharedCounters,
 }
 
 impl ScopeKind {
@@ -32,6 +33,7 @@ impl ScopeKind {
             ScopeKind::Security => "Security",
             ScopeKind::PrometheusListener => "Prometheus_Listener",
             ScopeKind::PrometheusListen => "Prometheus_Listener Listen",
+            ScopeKind::SharedCounters => "Shared_Counters",
         }
     }
 
@@ -45,6 +47,14 @@ impl ScopeKind {
                 "gateway",
                 "routes",
                 "xclient",
+                "user_message_limit",
+                "user_recipient_limit",
+                "user_session_limit",
+                "address_message_limit",
+                "address_recipient_limit",
+                "address_session_limit",
+                "relay_hosts_message_limit",
+                "relay_hosts_recipient_limit",
             ],
             ScopeKind::EsmtpListener | ScopeKind::Listen | ScopeKind::Peer => LISTENER_OPTIONS,
             ScopeKind::AuthProxy => &[
@@ -53,6 +63,7 @@ impl ScopeKind {
                 "timeout",
                 "ds_cache",
                 "query",
+                "limits_query",
                 "enabled",
                 "tls",
                 "tls_verify",
@@ -63,6 +74,7 @@ impl ScopeKind {
             ScopeKind::Datasource => &["uri", "cache_size", "cache_life", "max_rows", "no_cache"],
             ScopeKind::Security => &["user", "group"],
             ScopeKind::PrometheusListener | ScopeKind::PrometheusListen => &["enable"],
+            ScopeKind::SharedCounters => &["uri", "timeout", "failure_mode"],
         }
     }
 
@@ -75,6 +87,7 @@ impl ScopeKind {
                 "datasource",
                 "security",
                 "prometheus_listener",
+                "shared_counters",
             ],
             ScopeKind::EsmtpListener => &["listen", "peer"],
             ScopeKind::PrometheusListener => &["listen"],
@@ -108,6 +121,15 @@ pub const LISTENER_OPTIONS: &[&str] = &[
     "tls_ciphers",
     "tls_protocols",
     "starttls_injection_policy",
+    // The sending limits (`limits.rs`).
+    "user_message_limit",
+    "user_recipient_limit",
+    "user_session_limit",
+    "address_message_limit",
+    "address_recipient_limit",
+    "address_session_limit",
+    "relay_hosts_message_limit",
+    "relay_hosts_recipient_limit",
 ];
 
 /// Valid Momentum names (options and scopes) that smtp-auth-proxy does not implement, from the
