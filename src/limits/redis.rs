@@ -191,7 +191,10 @@ impl RedisStore {
             call.key(&l.key).arg(l.limit).arg(l.window_ms);
         }
         let (index, now): (usize, u64) = self
-            .exchange(|mut c| async move { call.invoke_async(&mut c).await })
+            .exchange(|mut c| {
+                let call = &call;
+                async move { call.invoke_async(&mut c).await }
+            })
             .await?;
         Ok(match index {
             0 => Take::Taken { at_ms: now },
@@ -206,7 +209,10 @@ impl RedisStore {
             call.key(key).arg(*window_ms);
         }
         let _: Result<i64, _> = self
-            .exchange(|mut c| async move { call.invoke_async(&mut c).await })
+            .exchange(|mut c| {
+                let call = &call;
+                async move { call.invoke_async(&mut c).await }
+            })
             .await;
     }
 
@@ -223,7 +229,10 @@ impl RedisStore {
             call.key(key).arg(*limit);
         }
         let full: usize = self
-            .exchange(|mut c| async move { call.invoke_async(&mut c).await })
+            .exchange(|mut c| {
+                let call = &call;
+                async move { call.invoke_async(&mut c).await }
+            })
             .await?;
         Ok(full.checked_sub(1))
     }
@@ -235,7 +244,10 @@ impl RedisStore {
             call.key(key);
         }
         let _: Result<i64, _> = self
-            .exchange(|mut c| async move { call.invoke_async(&mut c).await })
+            .exchange(|mut c| {
+                let call = &call;
+                async move { call.invoke_async(&mut c).await }
+            })
             .await;
     }
 
@@ -243,7 +255,10 @@ impl RedisStore {
         let mut cmd = redis::cmd("MGET");
         cmd.arg(keys);
         let counts: Vec<Option<u32>> = self
-            .exchange(|mut c| async move { cmd.query_async(&mut c).await })
+            .exchange(|mut c| {
+                let cmd = &cmd;
+                async move { cmd.query_async(&mut c).await }
+            })
             .await?;
         Ok(counts.into_iter().map(|c| c.unwrap_or(0)).collect())
     }
@@ -255,7 +270,10 @@ impl RedisStore {
             call.key(key);
         }
         let _: i64 = self
-            .exchange(|mut c| async move { call.invoke_async(&mut c).await })
+            .exchange(|mut c| {
+                let call = &call;
+                async move { call.invoke_async(&mut c).await }
+            })
             .await?;
         Ok(())
     }
@@ -264,7 +282,10 @@ impl RedisStore {
         let mut cmd = redis::cmd("DEL");
         cmd.arg(key);
         let _: i64 = self
-            .exchange(|mut c| async move { cmd.query_async(&mut c).await })
+            .exchange(|mut c| {
+                let cmd = &cmd;
+                async move { cmd.query_async(&mut c).await }
+            })
             .await?;
         Ok(())
     }
@@ -274,7 +295,7 @@ impl RedisStore {
     async fn exchange<T, F, Fut>(&self, run: F) -> Result<T, Unavailable>
     where
         T: FromRedisValue,
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let probing = self.down.load(Ordering::Relaxed);
@@ -292,20 +313,31 @@ impl RedisStore {
                 return Err(Unavailable);
             }
         }
-        let conn = match self.connection(probing) {
-            Ok(c) => c,
-            Err(e) => return Err(self.failed(&e.to_string())),
-        };
-        match tokio::time::timeout(self.timeout, run(conn)).await {
-            Ok(Ok(v)) => {
-                if self.down.swap(false, Ordering::Relaxed) {
-                    self.recovered();
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut fresh = probing;
+        loop {
+            let conn = match self.connection(fresh) {
+                Ok(c) => c,
+                Err(e) => return Err(self.failed(&e.to_string())),
+            };
+            match tokio::time::timeout_at(deadline, run(conn.clone())).await {
+                Ok(Ok(v)) => {
+                    if self.down.swap(false, Ordering::Relaxed) {
+                        self.recovered();
+                    }
+                    return Ok(v);
                 }
-                Ok(v)
-            }
-            Ok(Err(e)) => Err(self.failed(&e.to_string())),
-            Err(_) => {
-                Err(self.failed(&format!("no answer within {} ms", self.timeout.as_millis())))
+                // A connection that broke since its last use (Redis restarted, a proxy cut
+                // it) is replaced and the exchange tried once more within the same timeout.
+                Ok(Err(e)) if !fresh && (e.is_io_error() || e.is_unrecoverable_error()) => {
+                    fresh = true;
+                }
+                Ok(Err(e)) => return Err(self.failed(&e.to_string())),
+                Err(_) => {
+                    return Err(
+                        self.failed(&format!("no answer within {} ms", self.timeout.as_millis()))
+                    );
+                }
             }
         }
     }
