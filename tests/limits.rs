@@ -7,8 +7,10 @@
 
 mod common;
 
-use common::TempDir;
 use common::daemon::{Client, Daemon, Upstream, plain_response, run};
+use common::{TempDir, load_text, messages};
+use smtp_auth_proxy::model::limits::{FailureMode, Measure, Rate, Subject};
+use smtp_auth_proxy::model::listener::Effective;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -194,6 +196,102 @@ fn eventually(within: Duration, what: &str, mut try_it: impl FnMut() -> bool) {
 
 fn count(log: &str, needle: &str) -> usize {
     log.matches(needle).count()
+}
+
+/// The typed configuration of `text` and every diagnostic, rendered.
+fn build(text: &str) -> (smtp_auth_proxy::model::Config, Vec<String>) {
+    let loaded = load_text(text);
+    assert!(!loaded.diagnostics.has_errors(), "{:#?}", messages(&loaded));
+    let (config, diags) = smtp_auth_proxy::model::build(&loaded.root, &loaded.sources);
+    let msgs = diags
+        .0
+        .iter()
+        .map(|d| d.render(&loaded.sources, false))
+        .collect();
+    (config, msgs)
+}
+
+#[test]
+fn limits_fall_back_from_peer_to_listen_to_listener_to_global_and_bad_values_are_pointed_at() {
+    let (config, msgs) = build(
+        r#"
+User_Message_Limit = ( "100/3600" "1000/86400" )
+Address_Session_Limit = 4
+Shared_Counters { uri = "redis://127.0.0.1:6399/2" timeout = 0.25 failure_mode = closed }
+ESMTP_Listener {
+  User_Recipient_Limit = "50/60"
+  Listen "127.0.0.1:2525" {
+    User_Message_Limit = "10/60"
+    Peer "10.0.0.0/8" { User_Message_Limit = "0" Relay_Hosts_Message_Limit = "5" }
+  }
+}
+"#,
+    );
+    assert!(msgs.is_empty(), "{msgs:#?}");
+    let l = config.esmtp_listener.as_ref().unwrap();
+    let e = |ip: &str| Effective::new(&config.global, l, &l.listens[0], Some(ip.parse().unwrap()));
+    let rate = |count, secs| Rate {
+        count,
+        window: Duration::from_secs(secs),
+    };
+    let outside = e("192.0.2.1");
+    assert_eq!(
+        outside.rates(Subject::User, Measure::Messages),
+        [rate(10, 60)]
+    );
+    assert_eq!(
+        outside.rates(Subject::User, Measure::Recipients),
+        [rate(50, 60)]
+    );
+    assert_eq!(outside.sessions(Subject::Address), Some(4));
+    let inside = e("10.1.2.3");
+    assert_eq!(inside.rates(Subject::User, Measure::Messages), []);
+    assert_eq!(
+        inside.rates(Subject::RelayHosts, Measure::Messages),
+        [rate(5, 1)],
+        "a bare count is per second, as Momentum's throttles read"
+    );
+    let global = Effective::new(&config.global, l, &l.listens[0], None);
+    assert_eq!(
+        global.rates(Subject::User, Measure::Messages),
+        [rate(10, 60)]
+    );
+    let shared = config.shared_counters.unwrap();
+    assert_eq!(shared.timeout, Duration::from_millis(250));
+    assert_eq!(shared.failure_mode, FailureMode::Closed);
+
+    for (text, needle) in [
+        (r#"User_Message_Limit = "0/60""#, "would refuse all mail"),
+        (r#"User_Message_Limit = "ten/60""#, "is not `count/seconds`"),
+        (r#"Address_Recipient_Limit = "5/0""#, "the window must be"),
+        ("User_Session_Limit = many", "takes a whole number"),
+        (
+            r#"Shared_Counters { uri = "http://cache" }"#,
+            "takes a Redis URI",
+        ),
+        ("Shared_Counters { }", "needs a `uri`"),
+        (
+            r#"Shared_Counters { uri = "redis://c" failure_mode = maybe }"#,
+            "one of open, closed",
+        ),
+        (
+            r#"Shared_Counters { uri = "redis://c" timeout = 0 }"#,
+            "seconds from 0.001",
+        ),
+    ] {
+        let loaded = load_text(text);
+        let (_, diags) = smtp_auth_proxy::model::build(&loaded.root, &loaded.sources);
+        let rendered: Vec<String> = diags
+            .errors()
+            .map(|d| d.render(&loaded.sources, false))
+            .collect();
+        assert!(
+            rendered
+                .iter()
+                .any(|m| m.contains(needle) && m.starts_with("test.conf:1:")),
+            "{text}: {rendered:#?}"
+        );
+    }
 }
 
 #[test]

@@ -116,18 +116,21 @@ pub struct SessionLimits {
     held: Option<Held>,
     /// When this transaction's message was reserved.
     message: Option<u64>,
-    /// When each of its recipients was reserved, the last one last.
+    /// When each of its recipients was reserved.
     recipients: Vec<u64>,
+    /// The recipient reserved at the RCPT the next hop has yet to answer.
+    pending: Option<u64>,
 }
 
 impl SessionLimits {
     /// The next hop answered the recipient just reserved: a refused one is given back.
     pub fn rcpt_answered(&mut self, accepted: bool) {
-        if accepted {
+        let Some(at) = self.pending.take() else {
             return;
-        }
-        if let (Some(at), Some(c), Some(p)) = (self.recipients.pop(), &self.counters, &self.policy)
-        {
+        };
+        if accepted {
+            self.recipients.push(at);
+        } else if let (Some(c), Some(p)) = (&self.counters, &self.policy) {
             c.give_back(p.give_back_keys(Measure::Recipients), 1, at);
         }
     }
@@ -146,7 +149,7 @@ impl SessionLimits {
         if let Some(at) = self.message.take() {
             c.give_back(p.give_back_keys(Measure::Messages), 1, at);
         }
-        for at in self.recipients.drain(..) {
+        for at in self.recipients.drain(..).chain(self.pending.take()) {
             c.give_back(p.give_back_keys(Measure::Recipients), 1, at);
         }
     }
@@ -241,7 +244,7 @@ impl Limits {
         match self.counters.take(&windows, 1).await {
             Ok(Take::Taken { at_ms }) => {
                 if !windows.is_empty() {
-                    s.recipients.push(at_ms);
+                    s.pending = Some(at_ms);
                 }
                 Ok(())
             }
