@@ -631,7 +631,8 @@ fn load(port: u16, total: usize, progress: &AtomicUsize) -> (usize, Vec<(u16, St
 fn redis_outage_under_load(mode: &str) -> (Redis, Daemon, Upstream, usize, Vec<(u16, String)>) {
     let mut redis = Redis::start().expect("checked by the caller");
     let up = Upstream::start(&[]);
-    let global = redis.conf(&format!("timeout = 0.2 failure_mode = {mode}"));
+    let global = redis.conf(&format!("timeout = 0.2 failure_mode = {mode}"))
+        + "\nPrometheus_Listener { Listen \"127.0.0.1:0\" { } }";
     let d = daemon(
         &format!("outage-{mode}"),
         &up,
@@ -704,4 +705,32 @@ fn redis_stopped_and_started_under_load_fails_closed_and_loses_nothing() {
     // Mail flows again without a restart.
     assert_eq!(one_message(d.port(), "127.0.0.1", Some("alice")).0, 250);
     assert_eq!(up.messages().len(), accepted + 1);
+    // Counted: the exchanges that failed, and the mail refused for want of them.
+    let metrics = scrape(&d);
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in\n{metrics}"))
+    };
+    assert!(value("smtp_auth_proxy_shared_counters_errors_total") >= refused.len() as f64);
+    let at_mail = refused.iter().filter(|r| r.0 == 451).count();
+    assert_eq!(
+        value("smtp_auth_proxy_sending_limit_refusals_total"),
+        at_mail as f64
+    );
+}
+
+/// The daemon's /metrics (its port from the log), with curl.
+fn scrape(d: &Daemon) -> String {
+    let needle = "serving metrics on 127.0.0.1:";
+    let log = d.wait_log(needle);
+    let rest = &log[log.rfind(needle).unwrap() + needle.len()..];
+    let port = rest.split(|c: char| !c.is_ascii_digit()).next().unwrap();
+    let out = run(
+        "curl",
+        &["-sSf", &format!("http://127.0.0.1:{port}/metrics")],
+    );
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
 }
