@@ -34,7 +34,8 @@ pub fn run(config: Config, reload: &Reload, mut ready: Option<UnixStream>) -> i3
     };
     crate::listener::tls::install_provider();
     let metrics = Arc::new(Metrics::new());
-    let rt = match prepare(config, &metrics) {
+    let counters = Arc::new(crate::limits::Shared::default());
+    let rt = match prepare(config, &metrics, &counters) {
         Ok(rt) => rt,
         Err(errors) => return fail(errors.join("\nsmtp-auth-proxy: ")),
     };
@@ -125,7 +126,9 @@ pub fn run(config: Config, reload: &Reload, mut ready: Option<UnixStream>) -> i3
         drop(first);
         let signal = loop {
             match signals.next().await {
-                Signal::Hup => reconfigure(reload, &threads_tx, &mut active, &mut exporter),
+                Signal::Hup => {
+                    reconfigure(reload, &threads_tx, &mut active, &mut exporter, &counters)
+                }
                 Signal::Stop(name) => break name,
             }
         };
@@ -149,6 +152,7 @@ fn reconfigure(
     threads: &[UnboundedSender<Command>],
     active: &mut HashMap<ListenAddr, String>,
     exporter: &mut Exporter,
+    counters: &Arc<crate::limits::Shared>,
 ) {
     let metrics = exporter.metrics().clone();
     let failed = |errors: Vec<String>| {
@@ -161,7 +165,7 @@ fn reconfigure(
         Ok(c) => c,
         Err(errors) => return failed(errors),
     };
-    let rt = match prepare(config, &metrics) {
+    let rt = match prepare(config, &metrics, counters) {
         Ok(rt) => rt,
         Err(errors) => return failed(errors),
     };
@@ -216,11 +220,15 @@ fn reconfigure(
 
 /// Builds what a configuration runs on: its authentication back ends (the proxy engine with its
 /// datasource, password files), then the listener's runtime over them.
-/// `metrics` are the daemon's, which outlive every configuration.
-pub fn prepare(config: Config, metrics: &Arc<Metrics>) -> Result<Arc<Runtime>, Vec<String>> {
+/// `metrics` and `counters` are the daemon's, which outlive every configuration.
+pub fn prepare(
+    config: Config,
+    metrics: &Arc<Metrics>,
+    counters: &Arc<crate::limits::Shared>,
+) -> Result<Arc<Runtime>, Vec<String>> {
     let hostname: Arc<str> = Arc::from(crate::net::hostname());
     let backends = crate::auth::Backends::build(&config, &hostname, metrics)?;
-    Runtime::new(config, hostname, backends, metrics.clone()).map(Arc::new)
+    Runtime::new(config, hostname, backends, metrics.clone(), counters).map(Arc::new)
 }
 
 /// `smtp_auth_proxy { debug_level = … }` sets how much the daemon logs (info by default).

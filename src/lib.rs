@@ -19,6 +19,7 @@ pub mod dns;
 #[doc(hidden)]
 pub mod fuzz_checks;
 pub mod header;
+pub mod limits;
 pub mod listener;
 pub mod log;
 pub mod metrics;

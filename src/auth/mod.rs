@@ -27,6 +27,8 @@ use std::sync::Arc;
 #[derive(Default)]
 pub struct Backends {
     proxy: Option<Arc<Backend>>,
+    /// The proxy engine's `ds_cache`, which the limits query runs on too.
+    datasource: Option<Arc<Datasource>>,
     files: HashMap<PathBuf, Arc<Backend>>,
 }
 
@@ -56,6 +58,7 @@ impl Backends {
                 },
                 None => None,
             };
+            backends.datasource = datasource.clone();
             match proxy::Engine::new(p, hostname.to_owned(), datasource, metrics) {
                 Ok(engine) => {
                     backends.proxy = Some(Arc::new(Backend::SmtpAuthProxy(Arc::new(engine))))
@@ -84,6 +87,11 @@ impl Backends {
         } else {
             Err(errors)
         }
+    }
+
+    /// The proxy engine's datasource, when it has one.
+    pub fn datasource(&self) -> Option<Arc<Datasource>> {
+        self.datasource.clone()
     }
 
     /// The back end an `Auth*Parameters uri` names, if this configuration built it.

@@ -1,4 +1,5 @@
-//! The user -> upstream cache of one datasource: `cache_size` entries, fresh for `cache_life`.
+//! A per-user answer cache of one datasource (the upstream lookup's, and the limits query's):
+//! `cache_size` entries, fresh for `cache_life`.
 //!
 //! Only lookup answers are cached, never a password verdict. An expired entry is kept until
 //! evicted, so that when the database is down the last answer can still be served (and logged
@@ -7,8 +8,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-pub struct Cache {
-    entries: HashMap<String, Entry>,
+pub struct Cache<V = Option<String>> {
+    entries: HashMap<String, Entry<V>>,
     /// Insertion order, for eviction; a key may appear with an old sequence number.
     order: VecDeque<(u64, String)>,
     size: usize,
@@ -16,21 +17,21 @@ pub struct Cache {
     seq: u64,
 }
 
-struct Entry {
-    /// `None`: the query found no row for this user.
-    host: Option<String>,
+struct Entry<V> {
+    /// The answer (for the upstream lookup, `None`: the query found no row for this user).
+    value: V,
     at: Instant,
     seq: u64,
 }
 
 /// A cached answer and whether it is still within `cache_life`.
-pub struct Hit {
-    pub host: Option<String>,
+pub struct Hit<V> {
+    pub value: V,
     pub fresh: bool,
 }
 
-impl Cache {
-    pub fn new(size: usize, life: Duration) -> Cache {
+impl<V: Clone> Cache<V> {
+    pub fn new(size: usize, life: Duration) -> Cache<V> {
         Cache {
             entries: HashMap::new(),
             order: VecDeque::new(),
@@ -40,21 +41,27 @@ impl Cache {
         }
     }
 
-    pub fn get(&self, user: &str, now: Instant) -> Option<Hit> {
+    pub fn get(&self, user: &str, now: Instant) -> Option<Hit<V>> {
         self.entries.get(user).map(|e| Hit {
-            host: e.host.clone(),
+            value: e.value.clone(),
             fresh: now.duration_since(e.at) < self.life,
         })
     }
 
-    pub fn insert(&mut self, user: &str, host: Option<String>, now: Instant) {
+    pub fn insert(&mut self, user: &str, value: V, now: Instant) {
         if self.size == 0 {
             return;
         }
         self.seq += 1;
         let seq = self.seq;
-        self.entries
-            .insert(user.to_owned(), Entry { host, at: now, seq });
+        self.entries.insert(
+            user.to_owned(),
+            Entry {
+                value,
+                at: now,
+                seq,
+            },
+        );
         self.order.push_back((seq, user.to_owned()));
         while self.entries.len() > self.size {
             let Some((s, key)) = self.order.pop_front() else {
@@ -88,12 +95,12 @@ mod tests {
     #[test]
     fn fresh_stale_and_bounded() {
         let t0 = Instant::now();
-        let mut c = Cache::new(2, Duration::from_secs(10));
+        let mut c: Cache = Cache::new(2, Duration::from_secs(10));
         c.insert("a", Some("h1".into()), t0);
         c.insert("b", None, t0);
         assert!(c.get("a", t0).unwrap().fresh);
         assert!(!c.get("a", t0 + Duration::from_secs(11)).unwrap().fresh);
-        assert_eq!(c.get("b", t0).unwrap().host, None);
+        assert_eq!(c.get("b", t0).unwrap().value, None);
         c.insert("c", Some("h3".into()), t0);
         assert_eq!(c.len(), 2);
         assert!(c.get("a", t0).is_none(), "oldest evicted");

@@ -23,10 +23,27 @@ pub const CONNECTIONS: usize = 4;
 /// Lookups waiting for a thread; beyond this the database is too slow to wait for.
 const QUEUE: usize = 256;
 
+/// A row's columns by name (lower case), NULL as `None`.
+pub type Row = Vec<(String, Option<String>)>;
+
+/// What a query is run for: its first value (the upstream), or its first row (the limits).
+#[derive(Clone, Copy)]
+enum Want {
+    First,
+    Row,
+}
+
+#[derive(Clone)]
+enum Found {
+    First(Option<String>),
+    Row(Option<Row>),
+}
+
 struct Job {
     query: Arc<Query>,
     username: String,
-    reply: oneshot::Sender<Result<Option<String>, String>>,
+    want: Want,
+    reply: oneshot::Sender<Result<Found, String>>,
 }
 
 /// Why a lookup gave no answer. Kept typed to the end: a timeout is reported as one (acctlog's
@@ -64,6 +81,7 @@ pub struct Datasource {
     pub name: String,
     jobs: SyncSender<Job>,
     cache: Option<Mutex<Cache>>,
+    rows: Option<Mutex<Cache<Option<Row>>>>,
     counters: DatasourceCounters,
 }
 
@@ -92,10 +110,12 @@ impl Datasource {
                 .map_err(|e| format!("Datasource \"{}\": {e}", cfg.name))?;
         }
         let cache = (!cfg.no_cache).then(|| Mutex::new(Cache::new(cfg.cache_size, cfg.cache_life)));
+        let rows = (!cfg.no_cache).then(|| Mutex::new(Cache::new(cfg.cache_size, cfg.cache_life)));
         Ok(Arc::new(Datasource {
             name: cfg.name.clone(),
             jobs: tx,
             cache,
+            rows,
             counters: metrics.datasource(&cfg.name),
         }))
     }
@@ -109,8 +129,53 @@ impl Datasource {
         username: &str,
         deadline: tokio::time::Instant,
     ) -> Result<Option<String>, LookupError> {
+        self.cached(
+            &self.cache,
+            query,
+            username,
+            deadline,
+            Want::First,
+            |a| match a {
+                Found::First(host) => host,
+                Found::Row(_) => None,
+            },
+        )
+        .await
+    }
+
+    /// The first row `query` finds for `username` (the limits query), cached and served stale
+    /// as [`Datasource::lookup`] is.
+    pub async fn lookup_row(
+        &self,
+        query: &Arc<Query>,
+        username: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Row>, LookupError> {
+        self.cached(
+            &self.rows,
+            query,
+            username,
+            deadline,
+            Want::Row,
+            |a| match a {
+                Found::Row(row) => row,
+                Found::First(_) => None,
+            },
+        )
+        .await
+    }
+
+    async fn cached<V: Clone>(
+        &self,
+        cache: &Option<Mutex<Cache<V>>>,
+        query: &Arc<Query>,
+        username: &str,
+        deadline: tokio::time::Instant,
+        want: Want,
+        take: impl FnOnce(Found) -> V,
+    ) -> Result<V, LookupError> {
         let now = Instant::now();
-        let cached = self.cache.as_ref().and_then(|c| {
+        let cached = cache.as_ref().and_then(|c| {
             c.lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .get(username, now)
@@ -119,10 +184,10 @@ impl Datasource {
             && hit.fresh
         {
             self.counters.cache(Answer::Hit);
-            return Ok(hit.host.clone());
+            return Ok(hit.value.clone());
         }
         let timing = self.counters.query();
-        let result = self.ask(query, username, deadline).await;
+        let result = self.ask(query, username, want, deadline).await.map(take);
         timing.finish(result.is_ok());
         let answer = match (&result, &cached) {
             (Err(_), Some(_)) => Answer::Stale,
@@ -130,22 +195,22 @@ impl Datasource {
         };
         self.counters.cache(answer);
         match (result, cached) {
-            (Ok(host), _) => {
-                if let Some(c) = &self.cache {
+            (Ok(value), _) => {
+                if let Some(c) = cache {
                     c.lock().unwrap_or_else(|p| p.into_inner()).insert(
                         username,
-                        host.clone(),
+                        value.clone(),
                         Instant::now(),
                     );
                 }
-                Ok(host)
+                Ok(value)
             }
             (Err(e), Some(stale)) => {
                 log_warning!(
                     "Datasource \"{}\": {e}; serving the cached answer for {username} (stale)",
                     self.name
                 );
-                Ok(stale.host)
+                Ok(stale.value)
             }
             (Err(e), None) => Err(e),
         }
@@ -155,12 +220,14 @@ impl Datasource {
         &self,
         query: &Arc<Query>,
         username: &str,
+        want: Want,
         deadline: tokio::time::Instant,
-    ) -> Result<Option<String>, LookupError> {
+    ) -> Result<Found, LookupError> {
         let (reply, rx) = oneshot::channel();
         let job = Job {
             query: query.clone(),
             username: username.to_owned(),
+            want,
             reply,
         };
         match self.jobs.try_send(job) {
@@ -204,13 +271,14 @@ fn worker(name: &str, id: usize, uris: &[String], jobs: &Mutex<Receiver<Job>>) {
                     }
                 }
             }
-            match odbc::lookup(
-                conn.as_ref().expect("connected above"),
-                &job.query,
-                &job.username,
-            ) {
-                Ok(host) => {
-                    result = Some(Ok(host));
+            let c = conn.as_ref().expect("connected above");
+            let answer = match job.want {
+                Want::First => odbc::lookup(c, &job.query, &job.username).map(Found::First),
+                Want::Row => odbc::lookup_row(c, &job.query, &job.username).map(Found::Row),
+            };
+            match answer {
+                Ok(a) => {
+                    result = Some(Ok(a));
                     break;
                 }
                 Err(e) => {

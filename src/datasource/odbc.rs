@@ -120,6 +120,47 @@ pub fn lookup(
     Ok((not_null && !host.is_empty()).then_some(host))
 }
 
+/// Runs the limits query: the first row's columns by name (lower case), `None` for no row.
+pub fn lookup_row(
+    conn: &Connection<'_>,
+    query: &Query,
+    username: &str,
+) -> Result<Option<super::Row>, String> {
+    let params: Vec<_> = query
+        .params
+        .iter()
+        .map(|p| p.value(username).to_owned().into_parameter())
+        .collect();
+    let cursor = conn
+        .execute(&query.sql, &params[..], Some(DRIVER_TIMEOUT_SECS as usize))
+        .map_err(|e| e.to_string())?;
+    let Some(mut cursor) = cursor else {
+        return Err("the query returned no result set".into());
+    };
+    let columns = cursor.num_result_cols().map_err(|e| e.to_string())?;
+    let mut names = Vec::new();
+    for i in 1..=columns {
+        let name = cursor
+            .col_name(i as u16)
+            .map_err(|e| e.to_string())?
+            .to_ascii_lowercase();
+        names.push(name);
+    }
+    let Some(mut row) = cursor.next_row().map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let mut out = Vec::with_capacity(names.len());
+    for (i, name) in names.into_iter().enumerate() {
+        let mut buf = Vec::new();
+        let not_null = row
+            .get_text(i as u16 + 1, &mut buf)
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&buf).trim().to_owned();
+        out.push((name, not_null.then_some(text)));
+    }
+    Ok(Some(out))
+}
+
 /// Prepares the query, which makes the database parse it, without running it.
 pub fn prepare(conn: &Connection<'_>, query: &Query) -> Result<(), String> {
     let mut prepared = conn.prepare(&query.sql).map_err(|e| e.to_string())?;

@@ -80,7 +80,7 @@ ESMTP_Listener {{
         assert!(!loaded.diagnostics.has_errors(), "fuzz configuration");
         let (config, diags) = crate::model::build(&loaded.root, &loaded.sources);
         assert!(!diags.has_errors(), "fuzz configuration");
-        let rt = crate::daemon::prepare(config, &Arc::default())
+        let rt = crate::daemon::prepare(config, &Arc::default(), &Arc::default())
             .unwrap_or_else(|e| panic!("fuzz runtime: {e:?}"));
         crate::listener::control::install(rt.clone());
         Harness {

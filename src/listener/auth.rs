@@ -107,6 +107,7 @@ impl Session {
             .rt
             .throttle
             .check(self.client.ip, &creds.username, Instant::now())
+            .await
         {
             Decision::Allow => {}
             Decision::Delay(wait) => tokio::time::sleep(wait).await,
@@ -123,6 +124,10 @@ impl Session {
                     (4, 7, 0),
                     "Too many failed authentication attempts, try again later",
                 );
+                return Flow::Continue;
+            }
+            Decision::Unavailable => {
+                self.reply(454, (4, 7, 0), "Temporary authentication failure");
                 return Flow::Continue;
             }
         }
@@ -169,7 +174,7 @@ impl Session {
             Verdict::Pass => {
                 // The session's closing line names the user; a pass needs no line of its own.
                 crate::log_debug!("{summary}");
-                self.rt.throttle.succeeded(&username);
+                self.rt.throttle.succeeded(&username).await;
                 self.auth = Some(Authenticated {
                     user: username.clone(),
                     mechanism: offered.mechanism,
@@ -184,7 +189,8 @@ impl Session {
                 log_info!("{summary}");
                 self.rt
                     .throttle
-                    .failed(self.client.ip, &username, Instant::now());
+                    .failed(self.client.ip, &username, Instant::now())
+                    .await;
                 if unanswered.is_none() {
                     self.reject(535, (5, 7, 8), "Authentication credentials invalid");
                 }

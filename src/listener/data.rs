@@ -242,6 +242,7 @@ impl Session {
         match result {
             Ok(r) => {
                 if r.is_positive() {
+                    self.limits.accepted();
                     self.messages += 1;
                     self.rt.metrics.message_relayed(codec.size);
                 }

@@ -50,6 +50,9 @@ impl Session {
             );
             return;
         }
+        if !self.sending_limit_mail().await {
+            return;
+        }
         let mut txn = Transaction {
             from,
             params: Vec::new(),

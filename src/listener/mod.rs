@@ -12,6 +12,7 @@ pub mod connection;
 pub mod control;
 pub mod data;
 pub mod ehlo;
+pub mod limit;
 pub mod mail;
 pub mod oauth;
 pub mod policy;
@@ -47,6 +48,8 @@ pub struct Runtime {
     pub tls: TlsConfigs,
     /// AUTH failures per client address and user name (`Auth_Failure_Limit`).
     pub throttle: throttle::Throttle,
+    /// The sending limits, and where their counters (and the throttle's) live.
+    pub limits: crate::limits::Limits,
     /// `Listener_Sessions` budgets (per Listen, and per Peer that sets one), shared by every
     /// serving thread.
     pub caps: server::SessionCaps,
@@ -62,12 +65,14 @@ pub struct Runtime {
 impl Runtime {
     /// Takes a checked configuration and the back ends built for it, and prepares the TLS
     /// configurations. What fails here is what only trying can tell (a key that does not match
-    /// its certificate). `metrics` are the daemon's, which outlive every configuration.
+    /// its certificate). `metrics` and `counters` are the daemon's, which outlive every
+    /// configuration.
     pub fn new(
         config: Config,
         hostname: Arc<str>,
         backends: Backends,
         metrics: Arc<Metrics>,
+        counters: &Arc<crate::limits::Shared>,
     ) -> Result<Runtime, Vec<String>> {
         let mut errors = Vec::new();
         let failure_limit = config
@@ -75,12 +80,19 @@ impl Runtime {
             .as_ref()
             .and_then(|l| l.settings.auth_failure_limit.as_ref())
             .map_or(throttle::DEFAULT_LIMIT, |l| l.value);
+        let limits = crate::limits::Limits::new(&config, counters, backends.datasource(), &metrics)
+            .map_err(|e| vec![e])?;
         let mut rt = Runtime {
             config,
             hostname,
             backends,
             tls: TlsConfigs::default(),
-            throttle: throttle::Throttle::new(failure_limit),
+            throttle: throttle::Throttle::new(
+                failure_limit,
+                limits.counters().clone(),
+                limits.failure_mode(),
+            ),
+            limits,
             caps: server::SessionCaps::default(),
             generation: {
                 static GENERATIONS: AtomicU64 = AtomicU64::new(1);

@@ -52,7 +52,13 @@ impl Session {
             self.reply(550, (5, 3, 5), "No route for this recipient");
             return;
         }
-        if let Some(r) = self.hop_command(&format!("RCPT TO:{to}")).await {
+        if !self.sending_limit_rcpt().await {
+            return;
+        }
+        let reply = self.hop_command(&format!("RCPT TO:{to}")).await;
+        self.limits
+            .rcpt_answered(reply.as_ref().is_some_and(|r| r.is_positive()));
+        if let Some(r) = reply {
             if r.is_positive()
                 && let Some(txn) = self.txn.as_mut()
             {

@@ -85,6 +85,8 @@ pub struct Session {
     /// The connection to the next hop, kept for the session's further transactions.
     pub hop: Option<SmtpClient>,
     pub messages: u32,
+    /// The sending limits' hold on this session (slots, reservations), given back on drop.
+    pub limits: crate::limits::SessionLimits,
     errors: u32,
 }
 
@@ -113,6 +115,7 @@ impl Session {
             txn: None,
             hop: None,
             messages: 0,
+            limits: Default::default(),
             errors: 0,
         };
         s.conn.idle = s.scope.idle_time;

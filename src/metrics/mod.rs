@@ -327,6 +327,7 @@ pub struct Metrics {
     last_reload_ok: Gauge,
     last_reload_time: FloatGauge,
     sending_limit_refusals: Counter,
+    shared_counters_errors: Counter,
     queue_messages: Gauge,
     queue_oldest: FloatGauge,
     deliveries: [Counter; Delivery::ALL.len()],
@@ -497,6 +498,12 @@ impl Metrics {
             "Messages or recipients refused because a sending limit was reached",
             sending_limit_refusals.clone(),
         );
+        let shared_counters_errors = Counter::default();
+        r.register(
+            "shared_counters_errors",
+            "Exchanges with the Shared_Counters store (Redis) that failed or timed out, or were not tried during an outage",
+            shared_counters_errors.clone(),
+        );
         let queue_messages = Gauge::default();
         r.register(
             "queue_messages",
@@ -551,6 +558,7 @@ impl Metrics {
             last_reload_ok,
             last_reload_time,
             sending_limit_refusals,
+            shared_counters_errors,
             queue_messages,
             queue_oldest,
             deliveries,
@@ -698,6 +706,13 @@ impl Metrics {
     pub fn sending_limit_refused(&self) {
         if self.enabled() {
             self.sending_limit_refusals.inc();
+        }
+    }
+
+    /// An exchange with the Shared_Counters store that failed (or was not tried: it is down).
+    pub fn shared_counters_error(&self) {
+        if self.enabled() {
+            self.shared_counters_errors.inc();
         }
     }
 

@@ -304,6 +304,12 @@ fn check_auth_proxy(cx: &mut Cx, config: &Config) {
         )),
         (None, None) => {}
     }
+    if let (None, Some(q)) = (&p.ds_cache, &p.limits_query) {
+        cx.diags.push(Diagnostic::warning(
+            q.origin,
+            "`limits_query` is not run: smtp_auth_proxy has no `ds_cache`",
+        ));
+    }
     for ds in &config.datasources {
         if p.ds_cache.as_ref().is_none_or(|n| n.value != ds.name) {
             cx.diags.push(

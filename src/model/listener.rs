@@ -15,6 +15,7 @@
 
 use super::Cx;
 use super::addr::{Cidr, CidrError, ListenAddr};
+use super::limits::{self, LimitSettings, Measure, Rate, Subject};
 use super::names::ScopeKind;
 use super::value::{self, Read, Spanned};
 use crate::config::ast::{Setting, Value};
@@ -55,6 +56,8 @@ pub struct ListenerSettings {
     pub tls_ciphers: Option<Spanned<TlsCiphers>>,
     pub tls_protocols: Option<Spanned<TlsVersions>>,
     pub starttls_injection_policy: Option<Spanned<InjectionPolicy>>,
+    /// The sending limits (ours; `model::limits`).
+    pub limits: LimitSettings,
 }
 
 /// What `SMTP_Extensions` asks to advertise. Several `"AUTH X"` tokens merge into one list.
@@ -345,6 +348,23 @@ impl<'a> Effective<'a> {
     pub fn starttls_injection_policy(&self) -> InjectionPolicy {
         lookup!(self.starttls_injection_policy).map_or_else(InjectionPolicy::default, |p| p.value)
     }
+
+    /// The rates in force for `subject`'s `measure` (empty: no limit).
+    pub fn rates(&self, subject: Subject, measure: Measure) -> &'a [Rate] {
+        self.chain
+            .iter()
+            .find_map(|s| s.limits.rates(subject, measure))
+            .map_or(&[], |r| r.value.as_slice())
+    }
+
+    /// The concurrent sessions allowed to `subject` (`None`: no limit).
+    pub fn sessions(&self, subject: Subject) -> Option<u32> {
+        self.chain
+            .iter()
+            .find_map(|s| s.limits.sessions(subject))
+            .map(|n| n.value)
+            .filter(|&n| n > 0)
+    }
 }
 
 impl EsmtpListener {
@@ -434,6 +454,7 @@ fn valid_in(name: &str, kind: ScopeKind) -> bool {
     use ScopeKind::*;
     match name {
         "relay_hosts" | "require_ehlo" => matches!(kind, Global | EsmtpListener | Listen | Peer),
+        n if limits::OPTIONS.contains(&n) => matches!(kind, Global | EsmtpListener | Listen | Peer),
         "enable" | "reconfig_message" | "proxy_protocol" | "proxy_protocol_timeout" => {
             matches!(kind, EsmtpListener | Listen)
         }
@@ -466,6 +487,7 @@ pub(super) fn read_setting(
         return true;
     }
     match name.as_str() {
+        n if limits::OPTIONS.contains(&n) => limits::read_setting(cx, &mut out.limits, n, s),
         "enable" => out.enable = cx.read(s, value::boolean),
         "smtp_extensions" => out.smtp_extensions = cx.read_with(s, read_extensions),
         "authloginparameters" => out.auth_login = cx.read_with(s, read_auth_parameters),

@@ -7,6 +7,7 @@
 pub mod addr;
 pub mod check;
 pub mod datasource;
+pub mod limits;
 pub mod listener;
 pub mod names;
 pub mod outbound;
@@ -49,6 +50,8 @@ pub struct Config {
     pub security: Option<Security>,
     /// Where metrics are served; `None`: nowhere, and nothing is counted.
     pub prometheus_listener: Option<PrometheusListener>,
+    /// Where the counters live when instances share them; `None`: in this process.
+    pub shared_counters: Option<limits::SharedCounters>,
 }
 
 impl Config {
@@ -184,6 +187,9 @@ pub fn build(root: &Scope, sources: &SourceMap) -> (Config, Diagnostics) {
                         config.routing.domains.push(d);
                     }
                 }
+            }
+            "shared_counters" => {
+                config.shared_counters = limits::read_shared_counters(&mut cx, scope);
             }
             _ => cx.unknown_scope(ScopeKind::Global, scope),
         }

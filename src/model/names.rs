@@ -20,6 +20,7 @@ pub enum ScopeKind {
     PrometheusListen,
     EcLogger,
     Domain,
+    SharedCounters,
 }
 
 impl ScopeKind {
@@ -36,6 +37,7 @@ impl ScopeKind {
             ScopeKind::PrometheusListen => "Prometheus_Listener Listen",
             ScopeKind::EcLogger => "ec_logger",
             ScopeKind::Domain => "Domain",
+            ScopeKind::SharedCounters => "Shared_Counters",
         }
     }
 
@@ -50,6 +52,7 @@ impl ScopeKind {
                 "timeout",
                 "ds_cache",
                 "query",
+                "limits_query",
                 "enabled",
                 "tls",
                 "tls_verify",
@@ -63,6 +66,7 @@ impl ScopeKind {
             ScopeKind::PrometheusListener | ScopeKind::PrometheusListen => &["enable"],
             ScopeKind::EcLogger => &["mainlog", "heartbeat"],
             ScopeKind::Domain => DOMAIN_OPTIONS,
+            ScopeKind::SharedCounters => &["uri", "timeout", "failure_mode"],
         }
     }
 
@@ -76,6 +80,7 @@ impl ScopeKind {
                 "security",
                 "prometheus_listener",
                 "ec_logger",
+                "shared_counters",
             ],
             ScopeKind::EsmtpListener => &["listen", "peer"],
             ScopeKind::PrometheusListener => &["listen"],
@@ -87,6 +92,14 @@ impl ScopeKind {
 
 /// Global options (besides the listener options Momentum also reads globally).
 const GLOBAL_OPTIONS: &[&str] = &[
+    "user_message_limit",
+    "user_recipient_limit",
+    "user_session_limit",
+    "address_message_limit",
+    "address_recipient_limit",
+    "address_session_limit",
+    "relay_hosts_message_limit",
+    "relay_hosts_recipient_limit",
     "relay_hosts",
     "require_ehlo",
     "relay_domains",
@@ -176,6 +189,15 @@ pub const LISTENER_OPTIONS: &[&str] = &[
     "tls_ciphers",
     "tls_protocols",
     "starttls_injection_policy",
+    // The sending limits (`limits.rs`).
+    "user_message_limit",
+    "user_recipient_limit",
+    "user_session_limit",
+    "address_message_limit",
+    "address_recipient_limit",
+    "address_session_limit",
+    "relay_hosts_message_limit",
+    "relay_hosts_recipient_limit",
 ];
 
 /// Valid Momentum names (options and scopes) that smtp-auth-proxy does not implement, from the

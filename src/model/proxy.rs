@@ -51,6 +51,9 @@ pub struct SmtpAuthProxy {
     /// SQL with `:username`, `:localpart` and `:domain` (rewritten to `?`), otherwise passed to
     /// the datasource as written.
     pub query: Option<Spanned<Query>>,
+    /// `limits_query` (ours): SQL like `query`, run on the same datasource, returning the
+    /// user's own sending limits in columns named after the options (`user_message_limit`…).
+    pub limits_query: Option<Spanned<Query>>,
     pub tls: UpstreamTls,
     pub tls_verify: TlsVerify,
     /// PEM bundle of trusted CAs for `tls_verify`.
@@ -76,6 +79,7 @@ pub(super) fn read(cx: &mut Cx, scope: &Scope) -> Option<SmtpAuthProxy> {
     let mut timeout = DEFAULT_TIMEOUT;
     let mut ds_cache = None;
     let mut query = None;
+    let mut limits_query = None;
     let mut enabled = true;
     let mut tls = UpstreamTls::default();
     let mut tls_verify = TlsVerify::default();
@@ -84,10 +88,10 @@ pub(super) fn read(cx: &mut Cx, scope: &Scope) -> Option<SmtpAuthProxy> {
     let mut debug_level = None;
     let mut deliver_through_upstream = false;
     // `port` applies to hosts written without one, wherever it appears in the scope.
-    if let Some(s) = scope.get("port") {
-        if let Some(p) = cx.read(s, |n, v| value::unsigned(n, v, 1, 65535)) {
-            port = p.value as u16;
-        }
+    if let Some(s) = scope.get("port")
+        && let Some(p) = cx.read(s, |n, v| value::unsigned(n, v, 1, 65535))
+    {
+        port = p.value as u16;
     }
     for s in &scope.settings {
         match s.name.to_ascii_lowercase().as_str() {
@@ -107,20 +111,8 @@ pub(super) fn read(cx: &mut Cx, scope: &Scope) -> Option<SmtpAuthProxy> {
                 }
             }
             "ds_cache" => ds_cache = cx.read(s, value::text),
-            "query" => {
-                query = cx
-                    .read(s, value::text)
-                    .and_then(|q| match query::rewrite(&q.value) {
-                        Ok(value) => Some(Spanned {
-                            value,
-                            origin: q.origin,
-                        }),
-                        Err(e) => {
-                            cx.diags.push(Diagnostic::error(q.origin, e));
-                            None
-                        }
-                    })
-            }
+            "query" => query = read_query(cx, s),
+            "limits_query" => limits_query = read_query(cx, s),
             "tls" => {
                 if let Some(t) = cx.read(s, |n, v| {
                     value::choice(
@@ -209,6 +201,7 @@ pub(super) fn read(cx: &mut Cx, scope: &Scope) -> Option<SmtpAuthProxy> {
         timeout,
         ds_cache,
         query,
+        limits_query,
         tls,
         tls_verify,
         tls_ca,
@@ -218,4 +211,19 @@ pub(super) fn read(cx: &mut Cx, scope: &Scope) -> Option<SmtpAuthProxy> {
         deliver_through_upstream,
         origin,
     })
+}
+
+/// SQL with the named parameters rewritten for ODBC.
+fn read_query(cx: &mut Cx, s: &crate::config::ast::Setting) -> Option<Spanned<Query>> {
+    let q = cx.read(s, value::text)?;
+    match query::rewrite(&q.value) {
+        Ok(value) => Some(Spanned {
+            value,
+            origin: q.origin,
+        }),
+        Err(e) => {
+            cx.diags.push(Diagnostic::error(q.origin, e));
+            None
+        }
+    }
 }
