@@ -189,7 +189,10 @@ pub(super) async fn run(
         log_info!("queue: {count} message(s) recovered from the spool");
     }
     m.dispatch();
-    let mut heartbeat = tokio::time::interval(m.settings.heartbeat);
+    let mut heartbeat = tokio::time::interval_at(
+        tokio::time::Instant::now() + m.settings.heartbeat,
+        m.settings.heartbeat,
+    );
     let mut gauges = tokio::time::interval(Duration::from_secs(1));
     let mut stop: Option<(tokio::time::Instant, tokio::sync::oneshot::Sender<()>)> = None;
     loop {
@@ -572,6 +575,13 @@ impl Manager {
         if let Some((_, first)) = transient.first() {
             match schedule::after_failure(&policy, attempts, msg.envelope.received, now) {
                 Next::RetryAt(t) => {
+                    log_info!(
+                        "queue {}: deferred for {} ({} recipient(s), attempt {attempts}): {first}; next attempt in {} s",
+                        work.id,
+                        work.domain,
+                        transient.len(),
+                        t.duration_since(now).unwrap_or_default().as_secs()
+                    );
                     self.mainlog.transient(&record(first, msg.size));
                     unit.rcpts = transient.iter().map(|(i, _)| *i).collect();
                     unit.next = Some(t);
@@ -588,9 +598,22 @@ impl Manager {
             }
         }
         if let Some((_, o)) = delivered.first() {
+            crate::log_debug!(
+                "queue {}: delivered to {} recipient(s) at {} via {}: {o}",
+                work.id,
+                delivered.len(),
+                work.domain,
+                hop.unwrap_or("-")
+            );
             self.mainlog.delivery(&record(o, msg.size));
         }
         if let Some((_, o)) = failed.first() {
+            log_info!(
+                "queue {}: failed for {} ({} recipient(s)): {o}",
+                work.id,
+                work.domain,
+                failed.len()
+            );
             self.mainlog.permanent(&record(o, msg.size));
         }
         if retry_at.is_none() {

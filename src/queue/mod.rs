@@ -80,12 +80,41 @@ pub struct QueueHandle {
     tx: mpsc::UnboundedSender<Request>,
 }
 
+/// The manager's end of a [`QueueHandle`]: what [`start`] runs on.
+pub struct Inbox(mpsc::UnboundedReceiver<Request>);
+
+impl Inbox {
+    /// The next message submitted, for a stand-in manager (the session fuzz target's); other
+    /// requests are answered empty.
+    pub async fn next_submitted(&mut self) -> Option<Queued> {
+        loop {
+            match self.0.recv().await? {
+                Request::Submit(q) => return Some(q),
+                Request::Stop(_, done) => {
+                    let _ = done.send(());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A submitted message waiting now, without waiting for one.
+    pub fn try_submitted(&mut self) -> Option<Queued> {
+        while let Ok(r) = self.0.try_recv() {
+            if let Request::Submit(q) = r {
+                return Some(q);
+            }
+        }
+        None
+    }
+}
+
 impl QueueHandle {
-    /// A handle and the other end of its channel, for a manager, or for a test standing in
-    /// for one.
-    pub(crate) fn channel() -> (QueueHandle, mpsc::UnboundedReceiver<Request>) {
+    /// A handle and its manager's end: the handle can be given out (to the listener's
+    /// runtime) before the manager starts.
+    pub fn channel() -> (QueueHandle, Inbox) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (QueueHandle { tx }, rx)
+        (QueueHandle { tx }, Inbox(rx))
     }
 
     /// A message the spool holds now: to be delivered.
@@ -133,15 +162,17 @@ impl QueueHandle {
     }
 }
 
-/// Starts the queue manager on a thread of its own with the messages the spool recovered.
+/// Starts the queue manager on a thread of its own with the messages the spool recovered,
+/// serving `inbox` (whose handle it also uses to queue the bounces it makes).
 pub fn start(
+    inbox: Inbox,
+    own: QueueHandle,
     spool: Arc<Spool>,
     recovered: Vec<Queued>,
     settings: Settings,
     metrics: Arc<Metrics>,
-) -> Result<QueueHandle, String> {
-    let (handle, rx) = QueueHandle::channel();
-    let own = handle.clone();
+) -> Result<(), String> {
+    let rx = inbox.0;
     std::thread::Builder::new()
         .name("queue".into())
         .spawn(move || {
@@ -158,5 +189,5 @@ pub fn start(
             tokio.block_on(manager::run(spool, recovered, settings, metrics, rx, own));
         })
         .map_err(|e| format!("cannot start the queue thread: {e}"))?;
-    Ok(handle)
+    Ok(())
 }
