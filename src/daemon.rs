@@ -109,17 +109,27 @@ pub fn run(config: Config, reload: &Reload, mut ready: Option<UnixStream>) -> i3
     if let Err(e) = crate::privileges::drop_to(user.as_deref(), group.as_deref()) {
         return fail(e);
     }
-    // Delivery starts as the Security user, with what the spool held.
+    // Delivery starts as the Security user, with what the spool held; the operator's
+    // commands come in by a socket in the Spoolbase, which that user owns.
     if let Err(e) = crate::queue::start(
         inbox,
         queue.clone(),
-        spool,
+        spool.clone(),
         recovered.queued,
         queue_settings,
         metrics.clone(),
     ) {
         return fail(e);
     }
+    let control = match crate::queue::control::bind(&spoolbase) {
+        Ok(l) => l,
+        Err(e) => {
+            return fail(format!(
+                "the queue's control socket in {}: {e}",
+                spoolbase.display()
+            ));
+        }
+    };
     match crate::net::raise_fd_limit() {
         Ok(n) => log_info!("open file limit: {n}"),
         Err(e) => log_warning!("cannot raise the open file limit: {e}"),
@@ -167,6 +177,7 @@ pub fn run(config: Config, reload: &Reload, mut ready: Option<UnixStream>) -> i3
             }
         };
         let serving = tokio::spawn(server::serve(main_rx));
+        tokio::spawn(crate::queue::control::serve(control, queue.clone(), spool));
         exporter.apply(&first.config, scraped);
         drop(first);
         let signal = loop {

@@ -133,7 +133,9 @@ impl Delivery {
                             last = Some(f);
                         }
                         Err(NotReady::Failed(f)) => {
-                            log_info!("delivery to {domain}: {}", f.outcome);
+                            // The queue logs the attempt's outcome; each address tried is
+                            // worth a line only when looking closely.
+                            crate::log_debug!("delivery to {domain}: {}", f.outcome);
                             last = Some(f);
                             break;
                         }
