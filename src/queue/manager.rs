@@ -923,5 +923,8 @@ impl Manager {
             .min()
             .and_then(|t| SystemTime::now().duration_since(t).ok());
         self.metrics.set_queue(self.messages.len() as u64, oldest);
+        let c = self.spool.counters();
+        self.metrics
+            .set_spool([c.messages, c.file_syncs, c.directory_syncs]);
     }
 }
