@@ -28,8 +28,8 @@ pub use transaction::INLINE_BDAT;
 
 use crate::dns::Resolver;
 use crate::log_info;
+use crate::model::outbound::Routing;
 use crate::model::outbound::{DomainSettings, EhloHostname};
-use crate::model::routing::Routing;
 use session::NotReady;
 use std::net::SocketAddr;
 use std::sync::Arc;
