@@ -352,6 +352,41 @@ fn a_dropin_file_with_relay_hosts_and_no_gateway_passes_the_check_and_delivers_b
     assert_eq!(records[1].0[11], "127.0.0.2");
 }
 
+/// The best mail exchanger goes away while the queue keeps an idle connection to it: the next
+/// message for the domain does not wait `Retry_Interval` because that connection died; it goes
+/// at once to the next exchanger, as on a first connection.
+#[test]
+fn a_mail_exchanger_gone_while_its_connection_waits_is_passed_over_for_the_next() {
+    let a = Upstream::start(&[]);
+    let port = a.port.to_string();
+    let b = Upstream::start_with(&[], &["--host", "127.0.0.2", "--port", &port]);
+    let dns = Dnsmasq::start(&[
+        "--mx-host=dest.test,mx-a.dest.test,10",
+        "--mx-host=dest.test,mx-b.dest.test,20",
+        "--host-record=mx-a.dest.test,127.0.0.1",
+        "--host-record=mx-b.dest.test,127.0.0.2",
+    ]);
+    let dir = TempDir::new("q-mxgone");
+    let conf = dropin_conf(dir.path(), &dns, a.port);
+    let d = Daemon::start(dir, &conf, 1);
+    let log = d.dir.path().join("mainlog.ec");
+    queued(d.port(), "sender@origin.test", &["rcpt@dest.test"], "first");
+    assert_eq!(tags(&a.wait_messages(1)), ["first"]);
+    // mx-a stops within the connection's Idle_Timeout (5 s): its connection ends, and new
+    // ones are refused.
+    drop(a);
+    let id = queued(
+        d.port(),
+        "sender@origin.test",
+        &["rcpt@dest.test"],
+        "second",
+    );
+    let records = wait_records(&log, &id, |r| r.len() > 1);
+    assert_eq!(kinds(&records), "RD", "deferred: {records:?}");
+    assert_eq!(records[1].0[11], "127.0.0.2");
+    assert_eq!(tags(&b.wait_messages(1)), ["second"]);
+}
+
 /// A domain that publishes a null MX (RFC 7505) accepts no mail: its message bounces on the
 /// first attempt, and the sender (found by MX as well) gets the notice. A domain whose DNS
 /// answers SERVFAIL is not failed: the message waits in the queue with the DNS error.
