@@ -1362,6 +1362,65 @@ ESMTP_Listener {{ Listen "127.0.0.1:0" {{ }} }}
     wait_spool_empty(&spoolbase);
 }
 
+/// SIGHUP while mail flows to a Domain's Gateway, with a new Gateway: a steady stream never
+/// leaves the queue's connection to the old one idle long enough (`Idle_Timeout`) to close,
+/// yet every message accepted after the reload goes to the new one.
+#[test]
+fn after_sighup_mail_that_keeps_flowing_leaves_the_old_gateway() {
+    let old = Upstream::start(&[]);
+    let new = Upstream::start(&[]);
+    let dir = TempDir::new("q-hupflow");
+    let spoolbase = dir.path().join("spool");
+    let conf = |port: u16| {
+        format!(
+            r#"Spoolbase = "{}"
+relay_hosts = ( "127.0.0.0/8" )
+Domain "moved.test" {{ Gateway = "127.0.0.1:{port}" }}
+ESMTP_Listener {{ Listen "127.0.0.1:0" {{ }} }}
+"#,
+            spoolbase.display()
+        )
+    };
+    let d = Daemon::start(dir, &conf(old.port), 1);
+    // One session per phase: a session begun on the old configuration is closed at its next
+    // MAIL after a reload (Momentum's Reconfig_Message).
+    let stream = |what: &str| {
+        let (mut c, _) = Client::ehlo(d.port());
+        for n in 0..8 {
+            let (code, text) = transaction(
+                &mut c,
+                "sender@origin.test",
+                &["x@moved.test"],
+                &format!("{what}-{n}"),
+            );
+            assert_eq!(code, 250, "{text}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        c.cmd("QUIT");
+    };
+    stream("before");
+    old.wait_messages(8);
+    std::fs::write(d.conf_path(), conf(new.port)).unwrap();
+    d.signal(libc::SIGHUP);
+    d.wait_log("reconfigured");
+    stream("after");
+    let got = new.wait_messages(8);
+    assert!(
+        tags(&got).iter().all(|t| t.starts_with("after-")),
+        "{:?}",
+        tags(&got)
+    );
+    wait_spool_empty(&spoolbase);
+    assert!(
+        tags(&old.messages())
+            .iter()
+            .all(|t| t.starts_with("before-")),
+        "{:?}",
+        tags(&old.messages())
+    );
+    assert_eq!(new.messages().len(), 8);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 8. Connection limits.
 

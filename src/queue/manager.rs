@@ -457,6 +457,16 @@ impl Manager {
         tokio::spawn(c.run(first, rx));
     }
 
+    /// Every connection finishes what it holds and closes; none is given more work.
+    fn retire_connections(&mut self) {
+        for dest in self.dests.values_mut() {
+            dest.idle.clear();
+        }
+        for t in self.tasks.values_mut() {
+            t.tx = None;
+        }
+    }
+
     fn release_idle(&mut self) {
         for dest in self.dests.values_mut() {
             for task in dest.idle.drain(..) {
@@ -487,6 +497,7 @@ impl Manager {
                     self.fail_ready(&domain, &connection, outcome);
                 } else if !self.stopping
                     && let Some(t) = self.tasks.get(&task)
+                    && t.tx.is_some()
                 {
                     let d = t.domain.clone();
                     self.dests.entry(d.clone()).or_default().idle.push(task);
@@ -779,8 +790,10 @@ impl Manager {
                 // A reload is also when logs have been rotated: reopen, wherever it goes now.
                 self.mainlog.reopen(s.mainlog.clone());
                 self.settings = *s;
-                // New routes and limits apply from the next connection; let the queues use
-                // any new room now.
+                // New routes and limits apply from the next connection. The connections
+                // open now take no more work: under a steady flow one never idles long enough
+                // to close, and the old routes would live on with it.
+                self.retire_connections();
                 self.dirty = self.dests.keys().cloned().collect();
             }
             Request::Stop(..) => unreachable!("handled by the loop"),
