@@ -1254,6 +1254,71 @@ fn queue_list_without_a_daemon_reads_the_spool() {
     assert_eq!(code, 3, "{err}");
 }
 
+/// A message whose spool file was damaged while it waited (its content, too large to be held
+/// in memory, is read back and fails its checksum) is not delivered, and its trouble is its
+/// own: the domain's other mail, waiting behind it for the one connection allowed, is
+/// delivered at once, not deferred with the damaged one's error.
+#[test]
+fn a_damaged_message_is_not_delivered_and_does_not_hold_back_the_others() {
+    let port = dead_port();
+    let dir = TempDir::new("q-damaged");
+    let log = dir.path().join("mainlog.ec");
+    let conf = format!(
+        r#"Gateway = "127.0.0.1:{port}"
+relay_hosts = ( "127.0.0.0/8" )
+Retry_Interval = 3600
+Max_Outbound_Connections = 1
+ec_logger "ec_logger" {{ mainlog = "{}" }}
+ESMTP_Listener {{ Listen "127.0.0.1:0" {{ }} }}
+"#,
+        log.display()
+    );
+    let d = Daemon::start(dir, &conf, 1);
+    let spool = d.dir.path().join("spool");
+    // Over the spool's 1 MiB memory threshold: delivery reads it back from its file.
+    let (mut c, _) = Client::ehlo(d.port());
+    assert_eq!(c.cmd("MAIL FROM:<sender@origin.test>").0, 250);
+    assert_eq!(c.cmd("RCPT TO:<x@dest.test>").0, 250);
+    assert_eq!(c.cmd("DATA").0, 354);
+    c.send_raw(content("damaged").as_bytes());
+    let line = format!("{}\r\n", "y".repeat(998));
+    for _ in 0..(3 << 19) / line.len() {
+        c.send_raw(line.as_bytes());
+    }
+    c.send_raw(b".\r\n");
+    let (code, text) = c.reply();
+    assert_eq!(code, 250, "{text}");
+    let damaged = queue_id(&text);
+    c.cmd("QUIT");
+    let sound = queued(d.port(), "sender@origin.test", &["x@dest.test"], "sound");
+    wait_records(&log, &damaged, |r| kinds(r).contains('T'));
+    wait_records(&log, &sound, |r| kinds(r).contains('T'));
+    // One byte of the large message's content changes on disk.
+    let file = spool.join("queue").join(&damaged);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let at = bytes
+        .windows(4)
+        .position(|w| w == b"yyyy")
+        .expect("the content in the file");
+    bytes[at + 2] = b'z';
+    std::fs::write(&file, &bytes).unwrap();
+    let up = Upstream::start_with(&[], &["--port", &port.to_string()]);
+    let (code, out, err) = queue_cmd(&d.conf_path(), &["retry"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let records = wait_records(&log, &sound, |r| kinds(r).contains('D'));
+    assert_eq!(kinds(&records), "RTD", "held back: {records:?}");
+    let records = wait_records(&log, &damaged, |r| kinds(r).matches('T').count() >= 2);
+    assert!(
+        records.last().unwrap().0[13].contains("spool"),
+        "{records:?}"
+    );
+    assert_eq!(
+        tags(&up.messages()),
+        ["sound"],
+        "the damaged message went out"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 7. Signals.
 

@@ -22,8 +22,8 @@ pub struct Work {
 
 /// What a connection tells the manager.
 pub enum Report {
-    /// A message was tried: an outcome per recipient of `work`, or a failure of the whole
-    /// connection (no next hop reachable, or the content unreadable).
+    /// A message was tried: an outcome per recipient of `work`, or one failure for all of
+    /// them (no next hop reachable, or the content unreadable).
     Tried {
         task: u64,
         work: Work,
@@ -32,6 +32,10 @@ pub enum Report {
         connection: String,
         /// The name of the next hop that answered.
         hop: Option<String>,
+        /// No next hop could be reached: the destination's other ready work would fail the
+        /// same way now. (A failure of this message alone, its content unreadable, says
+        /// nothing about the others.)
+        unreachable: bool,
     },
     /// The connection is gone; `returned` is work it was given but did not try.
     Closed { task: u64, returned: Vec<Work> },
@@ -54,7 +58,7 @@ impl Connection {
         {
             Ok(o) => o,
             Err(failure) => {
-                self.tried(first, Err(failure), &connection, None);
+                self.unreachable(first, failure, &connection);
                 return self.close(more);
             }
         };
@@ -87,7 +91,7 @@ impl Connection {
                         result = Ok(outbound.deliver(msg).await);
                     }
                     Err(failure) => {
-                        self.tried(work, Err(failure), &connection, None);
+                        self.unreachable(work, failure, &connection);
                         break;
                     }
                 }
@@ -124,6 +128,19 @@ impl Connection {
             result,
             connection: connection.to_owned(),
             hop,
+            unreachable: false,
+        });
+    }
+
+    /// `work` could not be tried: no next hop of its destination answered.
+    fn unreachable(&self, work: Work, failure: Failure, connection: &str) {
+        let _ = self.reports.send(Report::Tried {
+            task: self.task,
+            work,
+            result: Err(failure),
+            connection: connection.to_owned(),
+            hop: None,
+            unreachable: true,
         });
     }
 

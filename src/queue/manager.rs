@@ -486,11 +486,12 @@ impl Manager {
                 result,
                 connection,
                 hop,
+                unreachable,
             } => {
                 let domain = work.domain.clone();
                 let failure = result.as_ref().err().map(|f| f.outcome.clone());
                 self.tried(work, result, &connection, hop.as_deref());
-                if let Some(outcome) = failure {
+                if let Some(outcome) = failure.filter(|_| unreachable) {
                     // The destination could not be reached: its other ready work would fail
                     // the same way now, and is given the same outcome (counted as an attempt)
                     // rather than a connection each to fail with.
