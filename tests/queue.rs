@@ -960,10 +960,48 @@ fn a_refused_recipient_with_notify_never_gets_the_sender_no_bounce() {
     );
 }
 
+/// NOTIFY=SUCCESS for a recipient the next hop takes, when the next hop does not offer DSN
+/// and so cannot be asked to report: the sender is told the message was relayed (RFC 3461
+/// §4.1), for that recipient alone.
+#[test]
+fn notify_success_through_a_next_hop_without_dsn_gets_the_sender_a_relayed_notice() {
+    let b = bouncing("q-relayed", &[], &|_| String::new());
+    queued(
+        b.d.port(),
+        "sender@origin.test",
+        &[
+            "ok@dest.test NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;ok@dest.test",
+            "quiet@dest.test",
+        ],
+        "relayed",
+    );
+    let got = b.next_hop.wait_messages(1);
+    assert_eq!(
+        got[0]["to"],
+        serde_json::json!(["ok@dest.test", "quiet@dest.test"])
+    );
+    let notice = b.sender_mx.wait_messages(1);
+    assert_eq!(notice[0]["from"], "<>");
+    let r = parse_dsn(notice[0]["data"].as_str().unwrap());
+    assert_eq!(r["report_type"], "delivery-status");
+    let rcpts = r["per_recipient"].as_array().unwrap();
+    assert_eq!(rcpts.len(), 1, "{rcpts:?}");
+    assert_eq!(rcpts[0]["Final-Recipient"], "rfc822; ok@dest.test");
+    assert_eq!(rcpts[0]["Original-Recipient"], "rfc822;ok@dest.test");
+    assert_eq!(rcpts[0]["Action"], "relayed");
+    assert!(
+        rcpts[0]["Status"].as_str().unwrap().starts_with("2."),
+        "{rcpts:?}"
+    );
+    wait_spool_empty(&b.d.dir.path().join("spool"));
+    assert_eq!(b.sender_mx.messages().len(), 1);
+}
+
 /// Three recipients, one deferred with 451 at RCPT: the first attempt delivers the message to
-/// the other two; every retry offers the next hop only the deferred one. Once the next hop
-/// takes it, the message has been delivered twice (two transactions), never a third time, and
-/// each recipient got it once.
+/// the other two; every retry offers the next hop only the deferred one, also after a restart
+/// of the daemon (the spool keeps each recipient's state). Once the next hop takes it, the
+/// message has been delivered twice (two transactions), never a third time, and each
+/// recipient got it once.
 #[test]
 fn a_message_to_three_recipients_with_one_deferred_is_delivered_twice_never_three_times() {
     let dir = TempDir::new("q-three");
@@ -980,8 +1018,10 @@ fn a_message_to_three_recipients_with_one_deferred_is_delivered_twice_never_thre
     );
     let port = first.port;
     let log = dir.path().join("mainlog.ec");
+    let spoolbase = dir.path().join("spool");
     let conf = format!(
-        r#"Gateway = "127.0.0.1:{port}"
+        r#"Spoolbase = "{}"
+Gateway = "127.0.0.1:{port}"
 relay_hosts = ( "127.0.0.0/8" )
 Retry_Interval = 1
 Max_Retry_Interval = 1
@@ -989,9 +1029,10 @@ Max_Retries = 50
 ec_logger "ec_logger" {{ mainlog = "{}" }}
 ESMTP_Listener {{ Listen "127.0.0.1:0" {{ }} }}
 "#,
+        spoolbase.display(),
         log.display()
     );
-    let d = Daemon::start(dir, &conf, 1);
+    let mut d = Daemon::start(TempDir::new("q-three-1"), &conf, 1);
     let id = queued(
         d.port(),
         "sender@origin.test",
@@ -1003,17 +1044,22 @@ ESMTP_Listener {{ Listen "127.0.0.1:0" {{ }} }}
         got[0]["to"],
         serde_json::json!(["a@dest.test", "b@dest.test"])
     );
-    // Two more attempts for c alone.
+    // Two more attempts for c alone; then the daemon stops, and starts again on its spool
+    // when the next hop takes c.
     wait_records(&log, &id, |r| kinds(r).matches('T').count() >= 3);
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(WAIT).expect("the daemon stopped").success());
+    assert_eq!(spooled(&spoolbase), BTreeSet::from([id.clone()]));
     let mut all = first.messages();
     drop(first);
     let second = Upstream::start_with(
         &[],
         &["--port", &port.to_string(), "--record-reads", &reads_arg],
     );
+    let _d = Daemon::start(TempDir::new("q-three-2"), &conf, 1);
     let got = second.wait_messages(1);
     assert_eq!(got[0]["to"], serde_json::json!(["c@dest.test"]));
-    wait_spool_empty(&d.dir.path().join("spool"));
+    wait_spool_empty(&spoolbase);
     all.extend(second.messages());
     assert_eq!(all.len(), 2, "delivered twice, never three times");
     let mut per_rcpt: BTreeMap<String, usize> = BTreeMap::new();
@@ -1065,7 +1111,7 @@ Domain "expires.test" {{ Gateway = "127.0.0.1:{port}" Max_Retries = none Message
     );
     let retried = queued(
         b.d.port(),
-        "sender@origin.test",
+        "sender@origin.test RET=HDRS",
         &["full@retries.test"],
         "retries",
     );
@@ -1087,14 +1133,20 @@ Domain "expires.test" {{ Gateway = "127.0.0.1:{port}" Max_Retries = none Message
         };
         by_original.insert(t, r);
     }
-    let r = &by_original["retries"]["per_recipient"][0];
+    // RET=HDRS: the header comes back, not the body.
+    let report = &by_original["retries"];
+    assert_eq!(report["parts"][2], "text/rfc822-headers");
+    assert!(!report["returned"].as_str().unwrap().contains("END retries"));
+    let r = &report["per_recipient"][0];
     assert_eq!(r["Action"], "failed");
     assert_eq!(r["Final-Recipient"], "rfc822; full@retries.test");
     assert_eq!(
         r["Diagnostic-Code"],
         "smtp; 452 4.2.2 <full@retries.test>: mailbox full (given up after 3 attempts)"
     );
-    let r = &by_original["expires"]["per_recipient"][0];
+    let report = &by_original["expires"];
+    assert_eq!(report["parts"][2], "message/rfc822");
+    let r = &report["per_recipient"][0];
     assert_eq!(r["Action"], "failed");
     let diag = r["Diagnostic-Code"].as_str().unwrap();
     assert!(
@@ -1327,10 +1379,19 @@ ESMTP_Listener {{ Listen "127.0.0.1:0" {{ }} }}
 /// stays queued; the next start delivers it.
 #[test]
 fn sigterm_stops_accepting_lets_deliveries_finish_and_a_restart_delivers_the_rest() {
-    let slow = Upstream::start_with(&[], &["--data-delay", "3"]);
+    let dir = TempDir::new("q-term");
+    let reads = dir.path().join("slow-reads.jsonl");
+    let slow = Upstream::start_with(
+        &[],
+        &[
+            "--data-delay",
+            "3",
+            "--record-reads",
+            reads.to_str().unwrap(),
+        ],
+    );
     let hang = Upstream::start_with(&[], &["--data-reply", "hang"]);
     let hang_port = hang.port;
-    let dir = TempDir::new("q-term");
     let spoolbase = dir.path().join("spool");
     let log = dir.path().join("mainlog.ec");
     let conf = format!(
