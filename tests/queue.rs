@@ -1375,8 +1375,9 @@ ESMTP_Listener {{ Listen "127.0.0.1:0" {{ }} }}
 // 7. Signals.
 
 /// SIGTERM: the listener closes at once; a delivery in flight to a slow next hop finishes
-/// (and is not made again); one the next hop never answers is cut at the stop's deadline and
-/// stays queued; the next start delivers it.
+/// (and is not made again) and its connection ends with QUIT, though its `Idle_Timeout` would
+/// keep it open past the stop's deadline; one the next hop never answers is cut at that
+/// deadline and stays queued; the next start delivers it.
 #[test]
 fn sigterm_stops_accepting_lets_deliveries_finish_and_a_restart_delivers_the_rest() {
     let dir = TempDir::new("q-term");
@@ -1398,7 +1399,7 @@ fn sigterm_stops_accepting_lets_deliveries_finish_and_a_restart_delivers_the_res
         r#"Spoolbase = "{}"
 relay_hosts = ( "127.0.0.0/8" )
 Retry_Interval = 3600
-Domain "slow.test" {{ Gateway = "127.0.0.1:{}" }}
+Domain "slow.test" {{ Gateway = "127.0.0.1:{}" Idle_Timeout = 60 }}
 Domain "hang.test" {{ Gateway = "127.0.0.1:{hang_port}" }}
 ec_logger "ec_logger" {{ mainlog = "{}" }}
 ESMTP_Listener {{ Listen "127.0.0.1:0" {{ }} }}
@@ -1434,6 +1435,8 @@ ESMTP_Listener {{ Listen "127.0.0.1:0" {{ }} }}
         ["slow"],
         "the delivery in flight finished"
     );
+    let said = std::fs::read_to_string(&reads).unwrap();
+    assert!(said.contains("QUIT"), "no QUIT after the delivery: {said}");
     assert_eq!(spooled(&spoolbase), BTreeSet::from([hang_id.clone()]));
     let records = mainlog(&log);
     assert!(records.iter().any(|r| r.kind() == "D" && r.id() == slow_id));

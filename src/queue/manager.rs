@@ -201,8 +201,10 @@ pub(super) async fn run(
             r = requests.recv() => match r {
                 Some(Request::Stop(deadline, done)) => {
                     m.stopping = true;
-                    // Idle connections are let go: dropping their senders ends them.
-                    m.release_idle();
+                    // Every connection is let go: an idle one at once, a busy one once its
+                    // message is done (dropping their senders ends them), so each says QUIT
+                    // rather than waiting out its Idle_Timeout and being cut at the deadline.
+                    m.retire_connections();
                     stop = Some((deadline, done));
                 }
                 Some(r) => m.request(r),
@@ -464,17 +466,6 @@ impl Manager {
         }
         for t in self.tasks.values_mut() {
             t.tx = None;
-        }
-    }
-
-    fn release_idle(&mut self) {
-        for dest in self.dests.values_mut() {
-            for task in dest.idle.drain(..) {
-                // Its sender gone, the connection's wait for work ends, and it closes.
-                if let Some(t) = self.tasks.get_mut(&task) {
-                    t.tx = None;
-                }
-            }
         }
     }
 
