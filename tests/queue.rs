@@ -4,7 +4,7 @@
 //! MIME parser, a real tmpfs filled up, and the operator's `smtp-auth-proxy queue` commands.
 //!
 //! Every wait is for an event (a message at a next hop, a mainlog record, a log line, a file
-//! gone) with a generous bound; sleeps only pace a load or wait for a next hop to be gone.
+//! gone) with a generous bound; sleeps only pace a load.
 
 mod common;
 
@@ -754,7 +754,7 @@ fn fill(dir: &Path) -> PathBuf {
 /// With its Spoolbase on a really full file system the daemon answers the final dot with
 /// `452 4.3.1` (a small message failing at its commit, a large one failing as it spills to
 /// disk, both read to their end), leaves no file behind, keeps the session, and once there
-/// is room again accepts and delivers in the same session.
+/// is room again accepts and delivers in the same session. A read-only spool is `451 4.3.0`.
 #[test]
 fn a_full_spool_answers_452_after_the_data_and_keeps_serving() {
     let dir = TempDir::new("q-full");
@@ -814,6 +814,35 @@ ESMTP_Listener {{ SMTP_Extensions = ( "ENHANCEDSTATUSCODES" ) Listen "127.0.0.1:
     c.cmd("QUIT");
     assert_eq!(tags(&up.wait_messages(1)), ["after"]);
     wait_spool_empty(&spoolbase);
+    // A spool that cannot be written for another reason (read-only) is 451 4.3.0, and the
+    // daemon takes mail again once it can write.
+    let remount = |mode: &str| {
+        let out = run(
+            "mount",
+            &[
+                "-o",
+                &format!("remount,{mode}"),
+                spoolbase.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    remount("ro");
+    let (mut c, _) = Client::ehlo(d.port());
+    let (code, text) = transaction(&mut c, "sender@origin.test", &["a@dest.test"], "read-only");
+    assert_eq!(
+        (code, text.as_str()),
+        (451, "4.3.0 Local error in processing, try again later\n")
+    );
+    remount("rw");
+    let (code, text) = transaction(&mut c, "sender@origin.test", &["a@dest.test"], "writable");
+    assert_eq!(code, 250, "{text}");
+    c.cmd("QUIT");
+    assert_eq!(tags(&up.wait_messages(2)), ["after", "writable"]);
 }
 
 // ---------------------------------------------------------------------------------------------
