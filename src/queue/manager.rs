@@ -201,8 +201,10 @@ pub(super) async fn run(
             r = requests.recv() => match r {
                 Some(Request::Stop(deadline, done)) => {
                     m.stopping = true;
-                    // Idle connections are let go: dropping their senders ends them.
-                    m.release_idle();
+                    // Every connection is let go: an idle one at once, a busy one once its
+                    // message is done (dropping their senders ends them), so each says QUIT
+                    // rather than waiting out its Idle_Timeout and being cut at the deadline.
+                    m.retire_connections();
                     stop = Some((deadline, done));
                 }
                 Some(r) => m.request(r),
@@ -457,14 +459,13 @@ impl Manager {
         tokio::spawn(c.run(first, rx));
     }
 
-    fn release_idle(&mut self) {
+    /// Every connection finishes what it holds and closes; none is given more work.
+    fn retire_connections(&mut self) {
         for dest in self.dests.values_mut() {
-            for task in dest.idle.drain(..) {
-                // Its sender gone, the connection's wait for work ends, and it closes.
-                if let Some(t) = self.tasks.get_mut(&task) {
-                    t.tx = None;
-                }
-            }
+            dest.idle.clear();
+        }
+        for t in self.tasks.values_mut() {
+            t.tx = None;
         }
     }
 
@@ -476,17 +477,19 @@ impl Manager {
                 result,
                 connection,
                 hop,
+                unreachable,
             } => {
                 let domain = work.domain.clone();
                 let failure = result.as_ref().err().map(|f| f.outcome.clone());
                 self.tried(work, result, &connection, hop.as_deref());
-                if let Some(outcome) = failure {
+                if let Some(outcome) = failure.filter(|_| unreachable) {
                     // The destination could not be reached: its other ready work would fail
                     // the same way now, and is given the same outcome (counted as an attempt)
                     // rather than a connection each to fail with.
                     self.fail_ready(&domain, &connection, outcome);
                 } else if !self.stopping
                     && let Some(t) = self.tasks.get(&task)
+                    && t.tx.is_some()
                 {
                     let d = t.domain.clone();
                     self.dests.entry(d.clone()).or_default().idle.push(task);
@@ -779,8 +782,10 @@ impl Manager {
                 // A reload is also when logs have been rotated: reopen, wherever it goes now.
                 self.mainlog.reopen(s.mainlog.clone());
                 self.settings = *s;
-                // New routes and limits apply from the next connection; let the queues use
-                // any new room now.
+                // New routes and limits apply from the next connection. The connections
+                // open now take no more work: under a steady flow one never idles long enough
+                // to close, and the old routes would live on with it.
+                self.retire_connections();
                 self.dirty = self.dests.keys().cloned().collect();
             }
             Request::Stop(..) => unreachable!("handled by the loop"),

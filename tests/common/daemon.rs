@@ -104,6 +104,33 @@ impl Daemon {
         self.child.id()
     }
 
+    /// The configuration file it runs on (`dir/ecelerity.conf`).
+    pub fn conf_path(&self) -> PathBuf {
+        self.dir.path().join("ecelerity.conf")
+    }
+
+    /// Sends the daemon `signal` (`libc::SIGTERM`, `libc::SIGHUP`, ...).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child, which has not been reaped (we hold it).
+        let r = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(r, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
+    /// Waits up to `limit` for the daemon to exit; its status, or `None` if it is still
+    /// running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if start.elapsed() > limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Everything the daemon logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
