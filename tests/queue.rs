@@ -845,6 +845,53 @@ ESMTP_Listener {{ SMTP_Extensions = ( "ENHANCEDSTATUSCODES" ) Listen "127.0.0.1:
     assert_eq!(tags(&up.wait_messages(2)), ["after", "writable"]);
 }
 
+/// A recipient refused while the spool is full: its bounce cannot be stored, so its failure
+/// is not recorded either. The recipient stays queued (nothing is lost, nobody is told
+/// twice), is tried again at its Retry_Interval once there is room, and the sender gets one
+/// notice.
+#[test]
+fn a_failure_whose_bounce_cannot_be_stored_stays_queued_until_it_can() {
+    let dir = TempDir::new("q-full-bounce");
+    let spoolbase = dir.path().join("spool");
+    let Some(_fs) = Tmpfs::mount(&spoolbase, "2m") else {
+        return;
+    };
+    // Slow to refuse, so the spool can be filled while the attempt is under way.
+    let next_hop = Upstream::start_with(
+        &[],
+        &["--data-delay", "2", "--data-reply", "554 5.7.1 refused by policy"],
+    );
+    let sender_mx = Upstream::start(&[]);
+    let conf = format!(
+        r#"Spoolbase = "{}"
+Retry_Interval = 2
+relay_hosts = ( "127.0.0.0/8" )
+Domain "dest.test" {{ Gateway = "127.0.0.1:{}" }}
+Domain "origin.test" {{ Gateway = "127.0.0.1:{}" }}
+ESMTP_Listener {{ SMTP_Extensions = ( "ENHANCEDSTATUSCODES" ) Listen "127.0.0.1:0" {{ }} }}
+"#,
+        spoolbase.display(),
+        next_hop.port,
+        sender_mx.port
+    );
+    let d = Daemon::start(TempDir::new("q-full-bounce-d"), &conf, 1);
+    let id = queued(d.port(), "sender@origin.test", &["a@dest.test"], "refused");
+    let filler = fill(&spoolbase);
+    d.wait_log("cannot store the bounce");
+    assert!(spooled(&spoolbase).contains(&id), "the message left the spool");
+    assert!(sender_mx.messages().is_empty());
+    std::fs::remove_file(&filler).unwrap();
+    let bounces = sender_mx.wait_messages(1);
+    assert_eq!(bounces.len(), 1);
+    assert_eq!(bounces[0]["to"], serde_json::json!(["sender@origin.test"]));
+    let data = bounces[0]["data"].as_str().unwrap();
+    assert!(data.contains("554 5.7.1 refused by policy"), "{data}");
+    wait_spool_empty(&spoolbase);
+    // One notice only, however many attempts it took.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(sender_mx.messages().len(), 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. Bounces.
 

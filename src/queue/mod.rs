@@ -70,8 +70,24 @@ pub(crate) enum Request {
         done: oneshot::Sender<Vec<(MessageId, Done)>>,
     },
     Reconfigure(Box<Settings>),
+    /// Recipients whose failure could not be recorded (their bounce could not be stored):
+    /// pending again, due at `at`. The message's envelope and content come along, for when
+    /// the manager has let go of it.
+    Requeue(Requeue),
     /// Stop starting deliveries; answer once those under way are over (or the deadline).
     Stop(tokio::time::Instant, oneshot::Sender<()>),
+}
+
+/// Recipients whose failure could not be recorded (their bounce could not be stored).
+pub(crate) struct Requeue {
+    /// The message's envelope and content, for when the manager has let go of it.
+    pub envelope: Arc<crate::spool::Envelope>,
+    pub content: Option<crate::spool::Content>,
+    pub size: u64,
+    /// The attempt's results that were recorded (deliveries).
+    pub recorded: Vec<(usize, crate::spool::RcptState)>,
+    /// Pending again.
+    pub rcpts: Vec<usize>,
 }
 
 /// The way into the queue manager. Cheap to clone; usable from any thread or runtime.
@@ -145,6 +161,11 @@ impl QueueHandle {
             done,
         });
         rx.await.unwrap_or_default()
+    }
+
+    /// Recipients whose failure could not be recorded, pending again from `at`.
+    pub(crate) fn requeue(&self, r: Requeue) {
+        let _ = self.tx.send(Request::Requeue(r));
     }
 
     /// New routing and queue options: they apply to queued mail from its next attempt.
