@@ -859,7 +859,12 @@ fn a_failure_whose_bounce_cannot_be_stored_stays_queued_until_it_can() {
     // Slow to refuse, so the spool can be filled while the attempt is under way.
     let next_hop = Upstream::start_with(
         &[],
-        &["--data-delay", "2", "--data-reply", "554 5.7.1 refused by policy"],
+        &[
+            "--data-delay",
+            "2",
+            "--data-reply",
+            "554 5.7.1 refused by policy",
+        ],
     );
     let sender_mx = Upstream::start(&[]);
     let conf = format!(
@@ -878,7 +883,10 @@ ESMTP_Listener {{ SMTP_Extensions = ( "ENHANCEDSTATUSCODES" ) Listen "127.0.0.1:
     let id = queued(d.port(), "sender@origin.test", &["a@dest.test"], "refused");
     let filler = fill(&spoolbase);
     d.wait_log("cannot store the bounce");
-    assert!(spooled(&spoolbase).contains(&id), "the message left the spool");
+    assert!(
+        spooled(&spoolbase).contains(&id),
+        "the message left the spool"
+    );
     assert!(sender_mx.messages().is_empty());
     std::fs::remove_file(&filler).unwrap();
     let bounces = sender_mx.wait_messages(1);
