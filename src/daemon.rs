@@ -32,7 +32,7 @@ pub fn run(config: Config, reload: &Reload, mut ready: Option<UnixStream>) -> i3
         }
         1
     };
-    crate::listener::tls::install_provider();
+    crate::crypto::install();
     let metrics = Arc::new(Metrics::new());
     let counters = Arc::new(crate::limits::Shared::default());
     let rt = match prepare(config, &metrics, &counters) {

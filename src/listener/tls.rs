@@ -4,7 +4,6 @@
 
 use crate::model::listener::{TlsCiphers, TlsVersions};
 use rustls::ServerConfig;
-use rustls::crypto::CryptoProvider;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::collections::HashMap;
@@ -68,7 +67,7 @@ fn build(key: &TlsKey) -> Result<ServerConfig, String> {
     }
     let private = PrivateKeyDer::from_pem_file(&key.key)
         .map_err(|e| format!("TLS_Key {}: {e}", key.key.display()))?;
-    let mut provider = rustls::crypto::ring::default_provider();
+    let mut provider = crate::crypto::provider();
     if let Some(names) = &key.suites {
         provider.cipher_suites.retain(|s| {
             let name = format!("{:?}", s.suite());
@@ -97,19 +96,14 @@ fn build(key: &TlsKey) -> Result<ServerConfig, String> {
     Ok(config)
 }
 
-/// Installs ring as the process-wide provider, for the client side's defaults.
-pub fn install_provider() {
-    let _ = CryptoProvider::install_default(rustls::crypto::ring::default_provider());
-}
-
-/// Every name in [`RUSTLS_SUITES`] is a suite the ring provider has (checked by a test).
+/// Every name in [`RUSTLS_SUITES`] is a suite the provider has (checked by a test).
 #[cfg(test)]
 mod tests {
     use crate::model::listener::RUSTLS_SUITES;
 
     #[test]
     fn suite_names_match_rustls() {
-        let provider = rustls::crypto::ring::default_provider();
+        let provider = crate::crypto::provider();
         let have: Vec<String> = provider
             .cipher_suites
             .iter()
