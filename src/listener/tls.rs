@@ -1,6 +1,8 @@
 //! rustls server configurations for STARTTLS and `Use_SSL`, built once at start-up for every
 //! distinct (`TLS_Certificate`, `TLS_Key`, `TLS_Protocols`, `TLS_Ciphers`) the configuration
 //! uses, so a bad key stops the daemon at start rather than failing a client's handshake.
+//! Each issues its own session tickets, under a key that lives as long as the configuration
+//! (a reload starts a new one: clients then make one full handshake).
 
 use crate::model::listener::{TlsCiphers, TlsVersions};
 use rustls::ServerConfig;
@@ -81,7 +83,7 @@ fn build(key: &TlsKey) -> Result<ServerConfig, String> {
     if key.versions.0 {
         versions.push(&rustls::version::TLS12);
     }
-    let config = ServerConfig::builder_with_provider(Arc::new(provider))
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&versions)
         .map_err(|e| format!("TLS_Protocols/TLS_Ciphers leave nothing to offer: {e}"))?
         .with_no_client_auth()
@@ -93,6 +95,12 @@ fn build(key: &TlsKey) -> Result<ServerConfig, String> {
                 key.key.display()
             )
         })?;
+    // Stateless session tickets (TLS 1.3, and TLS 1.2 clients that ask for them): a returning
+    // client resumes however many handshakes came between, on any serving thread, and nothing
+    // is stored per session. rustls' default, a cache of 256 sessions behind one lock, was
+    // full after 128 handshakes. The cache stays for TLS 1.2 clients without tickets.
+    config.ticketer = crate::crypto::ticketer()
+        .map_err(|e| format!("TLS session tickets cannot be issued: {e}"))?;
     Ok(config)
 }
 
