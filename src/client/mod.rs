@@ -163,7 +163,11 @@ impl SmtpClient {
                 Ok(None) => {}
                 Err(e) => return Err(ClientError::Garbage(e)),
             }
-            self.rbuf.reserve(4096);
+            // Replies are small: the first kilobyte serves most connections whole, and growing
+            // it only when nearly full spares a reallocation per connection.
+            if self.rbuf.capacity() - self.rbuf.len() < 512 {
+                self.rbuf.reserve(4096);
+            }
             let n = timeout(self.timeout, self.stream.read_buf(&mut self.rbuf))
                 .await
                 .map_err(|_| ClientError::Timeout)??;
