@@ -61,6 +61,7 @@ if [ ${#started_rig[@]} -gt 0 ]; then
   "$PEERS/start.sh" "${started_rig[@]}" >/dev/null || { echo "the rig did not start" >&2; exit 1; }
 fi
 nginx_pid=$(cat "$RUN/nginx.pid") authhttp_pid=$(cat "$RUN/authhttp.pid")
+upstream_pid=$(cat "$RUN/haraka-upstream.pid")
 
 cargo build --release --quiet || exit 1
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -121,14 +122,15 @@ ticks() {
 }
 hz=$(getconf CLK_TCK)
 
-# run ROW SIDE PORT PID ARGS...: one load.py run; appends "ROW SIDE c rate p99 us/op helper_us/op fail".
+# run ROW SIDE PORT PID ARGS...: one load.py run; appends
+# "ROW SIDE c rate p99 us/op helper_us/op fail upstream_us/op".
 run() {
   local row=$1 side=$2 port=$3 pid=$4; shift 4
-  local c0 h0 c1 h1 line ok msgs=0 a
+  local c0 h0 u0 c1 h1 u1 line ok msgs=0 a
   for a in "$@"; do [ "${prev:-}" = --msgs ] && msgs=$a; prev=$a; done; prev=
-  c0=$(ticks "$pid"); h0=$(ticks "$authhttp_pid")
+  c0=$(ticks "$pid"); h0=$(ticks "$authhttp_pid"); u0=$(ticks "$upstream_pid")
   line=$(python3 "$PEERS/load.py" "127.0.0.1:$port" "$@" --max-seconds "$MAXS" --label "$side-$row")
-  c1=$(ticks "$pid"); h1=$(ticks "$authhttp_pid")
+  c1=$(ticks "$pid"); h1=$(ticks "$authhttp_pid"); u1=$(ticks "$upstream_pid")
   echo "$line" >> "$OUT"
   ok=$(grep -o ' ok=[0-9]*' <<<"$line" | head -1 | cut -d= -f2)
   local ops=$((ok * (msgs > 0 ? msgs : 1)))
@@ -137,7 +139,7 @@ run() {
   [ "$side" = nginx ] && helper=$(((h1 - h0) * 1000000 / hz / ops))
   echo "$row $side $c $(grep -o 'rate=[0-9.]*' <<<"$line" | cut -d= -f2) \
 $(grep -o 'p99=[0-9.]*' <<<"$line" | cut -d= -f2) $(((c1 - c0) * 1000000 / hz / ops)) $helper \
-$(grep -o ' fail=[0-9]*' <<<"$line" | cut -d= -f2)" >> "$work/rows"
+$(grep -o ' fail=[0-9]*' <<<"$line" | cut -d= -f2) $(((u1 - u0) * 1000000 / hz / ops))" >> "$work/rows"
 }
 
 # The rows: name, nginx port, our port kind, load.py arguments.
@@ -190,9 +192,10 @@ titles = {"login-clear": "AUTH PLAIN login, clear text",
           "message-tls": "relayed message over TLS (1/10 login)",
           "message-clear": "relayed message, clear text (1/10 login)"}
 for c in sys.argv[2].split():
-    print(f"\nc={c}: CPU us per operation (nginx: master + worker, [its auth_http helper]), rate per s, p99 ms")
-    print("| row | ours us/op | nginx us/op | ours/nginx CPU | ours rate | nginx rate | ours p99 | nginx p99 | failed |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"\nc={c}: CPU us per operation (nginx: master + worker, [its auth_http helper]), rate per s, p99 ms;")
+    print("the upstream's CPU per operation through each (it bounds the rates on this rig)")
+    print("| row | ours us/op | nginx us/op | ours/nginx CPU | ours rate | nginx rate | ours p99 | nginx p99 | upstream us/op ours, nginx | failed |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for key, title in titles.items():
         got = [r for r in rows if r[0] == key and r[2] == c]
         ng = [r for r in got if r[1] == "nginx"]
@@ -204,5 +207,6 @@ for c in sys.argv[2].split():
             label = title if side == "ours" else f"{title}, {side[5:]}"
             fails = sum(int(r[7]) for r in us + ng)
             print(f"| {label} | {f(us, 5):.0f} | {f(ng, 5):.0f} [+{f(ng, 6):.0f}] | {f(us, 5) / f(ng, 5):.2f} "
-                  f"| {f(us, 3):.0f} | {f(ng, 3):.0f} | {f(us, 4):.1f} | {f(ng, 4):.1f} | {fails} |")
+                  f"| {f(us, 3):.0f} | {f(ng, 3):.0f} | {f(us, 4):.1f} | {f(ng, 4):.1f} "
+                  f"| {f(us, 8):.0f}, {f(ng, 8):.0f} | {fails} |")
 PY
