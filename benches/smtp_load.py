@@ -4,8 +4,8 @@
     smtp_load.py TARGET [--direct UPSTREAM] [--pid PID] [-c N] [-n SESSIONS] [--msgs K]
                  [--mech plain|login] [--users N] [--user-format FMT] [--password-format FMT]
 
-Each session: connect, EHLO, AUTH (a random user of --users), K messages (MAIL, RCPT, DATA)
-and QUIT, waiting for every reply (no pipelining). With --direct, the same load runs against
+Each session: connect, EHLO, AUTH (a random user of --users; none with --mech none), K
+messages (MAIL, RCPT, DATA) and QUIT, waiting for every reply (no pipelining). With --direct, the same load runs against
 the upstream first; the ratio is target rate / direct rate. With --pid, the appliance's CPU
 time (utime + stime from /proc/PID/stat) over the run is divided by the operations (sessions,
 or messages when K > 0), and its resident memory is sampled every 50 ms.
@@ -67,7 +67,7 @@ async def session(host, port, a):
         if a.mech == "plain":
             ir = base64.b64encode(b"\0" + user + b"\0" + pw)
             await expect(r, w, b"AUTH PLAIN " + ir + b"\r\n", (235,))
-        else:
+        elif a.mech == "login":
             await expect(r, w, b"AUTH LOGIN\r\n", (334,))
             await expect(r, w, base64.b64encode(user) + b"\r\n", (334,))
             await expect(r, w, base64.b64encode(pw) + b"\r\n", (235,))
@@ -137,7 +137,7 @@ async def main():
     ap.add_argument("-c", "--conc", type=int, default=16)
     ap.add_argument("-n", "--sessions", type=int, default=2000)
     ap.add_argument("--msgs", type=int, default=0)
-    ap.add_argument("--mech", choices=("plain", "login"), default="plain")
+    ap.add_argument("--mech", choices=("plain", "login", "none"), default="plain")
     ap.add_argument("--users", type=int, default=1000)
     ap.add_argument("--user-format", default="user{n}@example.test")
     ap.add_argument("--password-format", default="pw{n}")

@@ -3,8 +3,11 @@
 #   - two upstream SMTP servers with AUTH (aiosmtpd, tests/fixtures/smtp_server.py):
 #     127.0.0.1:2526, the sample's fixed `host`, knows bob; 127.0.0.1:2527 knows alice;
 #   - the sample datasource etc/upstreams.sqlite (SQLite through ODBC) maps alice to 2527;
-#   - the appliance on etc/ecelerity.conf (127.0.0.1:2525, STARTTLS, AUTH forwarded upstream);
-#   - swaks sends authenticated mail through it, and the upstreams' verdicts show.
+#   - the appliance on etc/ecelerity.conf (127.0.0.1:2525, STARTTLS, AUTH forwarded upstream),
+#     with a spool of its own and the recipients' domain, example.net, routed to a next hop
+#     on 127.0.0.1:2528 that is down at first;
+#   - swaks sends authenticated mail through it: the upstreams' verdicts show, the accepted
+#     messages wait in the queue, and once the next hop is up they are delivered.
 # Everything is stopped at the end. Run from the repository, after `cargo build --release`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +41,17 @@ fi
 pids+=($!)
 "$py" tests/fixtures/smtp_server.py "$work/spool-2527" --port 2527 --user alice@example.com:alice-password > "$work/up2" &
 pids+=($!)
-"$bin" -f -c etc/ecelerity.conf 2> "$work/daemon.log" &
+# The sample, plus what this demo needs: its own spool and mainlog, quick retries, and a
+# route for example.net (the sample itself delivers by MX).
+cat > "$work/demo.conf" <<EOF
+include "$PWD/etc/ecelerity.conf"
+Spoolbase = "$work/spool"
+Retry_Interval = 2
+Max_Retry_Interval = 2
+Domain "example.net" { Gateway = "127.0.0.1:2528" }
+ec_logger "ec_logger" { mainlog = "$work/mainlog.ec" }
+EOF
+"$bin" -f -c "$work/demo.conf" 2> "$work/daemon.log" &
 pids+=($!)
 for _ in $(seq 50); do
   grep -q "listening on" "$work/daemon.log" && grep -q PORT "$work/up1" && grep -q PORT "$work/up2" && break
@@ -61,16 +74,34 @@ send alice@example.com alice-password   # upstream chosen by the datasource: 252
 send bob bob-password                   # no row: the sample's fixed host, 2526
 send bob wrong-password                 # the upstream says no: 535
 
-sleep 0.3
 echo
-echo "=== accepted by the upstreams"
-for port in 2526 2527; do
+echo "=== the queue: accepted, the next hop (127.0.0.1:2528) down"
+sleep 0.5
+"$bin" queue -c "$work/demo.conf" list
+
+echo
+echo "=== the next hop comes up; the queue delivers at the next retry"
+"$py" tests/fixtures/smtp_server.py "$work/spool-2528" --port 2528 > "$work/hop" &
+pids+=($!)
+for _ in $(seq 100); do
+  [ -s "$work/spool-2528" ] && [ "$(wc -l < "$work/spool-2528")" -ge 2 ] && break
+  sleep 0.1
+done
+sleep 0.2
+"$bin" queue -c "$work/demo.conf" list
+
+echo
+echo "=== delivered to the next hop"
+for port in 2528; do
   [ -s "$work/spool-$port" ] && "$py" -c '
 import json, sys
 for line in open(sys.argv[1]):
     m = json.loads(line)
-    print(sys.argv[2], "login", m["login"], "from", m["from"], "to", m["to"])' "$work/spool-$port" "127.0.0.1:$port"
+    print(sys.argv[2], "from", m["from"], "to", m["to"])' "$work/spool-$port" "127.0.0.1:$port"
 done
+echo
+echo "=== mainlog (Momentum's R, T and D records)"
+cat "$work/mainlog.ec"
 echo
 echo "=== appliance log"
 cat "$work/daemon.log"

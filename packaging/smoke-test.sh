@@ -49,6 +49,8 @@ conf="$work/ecelerity.conf"
 sed -e "s/127.0.0.1:2525/127.0.0.1:$listen/" -e "s/127.0.0.1:2526/127.0.0.1:$upstream/" \
     /etc/smtp-auth-proxy/ecelerity.conf > "$conf"
 printf 'Security { user = smtp-auth-proxy group = smtp-auth-proxy }\n' >> "$conf"
+# The recipients' domain goes to the throwaway server (the sample delivers by MX).
+printf 'Domain "example.net" { Gateway = "127.0.0.1:%s" }\n' "$upstream" >> "$conf"
 for _ in $(seq 50); do grep -q PORT "$work/up" 2>/dev/null && break; sleep 0.1; done
 
 $SUDO env SMTP_AUTH_PROXY_SYSLOG="$work/log.sock" $bin -c "$conf" --pid-file "$work/pid"
@@ -61,8 +63,22 @@ send() {
   swaks --server "127.0.0.1:$listen" --tls --auth LOGIN --auth-user carol --auth-password secret \
         --from carol@example.com --to someone@example.net --hide-all --timeout 20
 }
+# The queue delivers after the client's 250: wait for the message count to reach $1.
+delivered() {
+  for _ in $(seq 100); do
+    [ "$(wc -l < "$work/spool" 2>/dev/null || echo 0)" -ge "$1" ] && return 0
+    sleep 0.1
+  done
+  echo "the queue did not deliver $1 message(s):"; $bin queue -c "$conf" list; return 1
+}
 send
-test "$(wc -l < "$work/spool")" -eq 1
+delivered 1
+# Spooled and delivered by the service user; the mainlog has the reception and delivery.
+test "$(stat -c %U /var/spool/smtp-auth-proxy/queue)" = smtp-auth-proxy
+grep -q "@R@someone@example.net@" /var/log/smtp-auth-proxy/mainlog.ec
+for _ in $(seq 50); do grep -q "@D@example.net@" /var/log/smtp-auth-proxy/mainlog.ec && break; sleep 0.1; done
+grep -q "@D@example.net@" /var/log/smtp-auth-proxy/mainlog.ec
+$bin queue -c "$conf" list | grep -q "Mail queue is empty"
 
 # SIGHUP with an invalid file: logged, and the old configuration serves on.
 cp "$conf" "$work/good.conf"
@@ -77,7 +93,7 @@ $SUDO kill -HUP "$pid"
 for _ in $(seq 50); do grep -q "reconfigured" "$work/syslog" && break; sleep 0.1; done
 grep "reconfigured" "$work/syslog"
 send
-test "$(wc -l < "$work/spool")" -eq 3
+delivered 3
 
 # SIGTERM: drains and exits.
 $SUDO kill -TERM "$pid"

@@ -1,6 +1,9 @@
-//! The command line: `smtp-auth-proxy [-c FILE] [-f] [--check-config | --dump-config] [--strict]`.
+//! The command line: `smtp-auth-proxy [-c FILE] [-f] [--check-config | --dump-config] [--strict]`,
+//! and the queue's: `smtp-auth-proxy queue [-c FILE] list | show ID | retry [ID...] | delete ID...
+//! | bounce ID...`.
 //!
-//! Exit codes: 0 success; 1 the configuration is invalid; 2 the command line is wrong.
+//! Exit codes: 0 success; 1 the configuration is invalid (for `queue`: an id not found or
+//! busy); 2 the command line is wrong; 3 (`queue`) no daemon answers.
 
 use crate::config::dump::{self, DumpOptions};
 use crate::config::{self, LoadOptions, MissingIncludes};
@@ -51,6 +54,15 @@ usage: smtp-auth-proxy [-c FILE] [-f | --pid-file FILE] [--check-config [--check
       --strict        options smtp-auth-proxy does not implement are errors, as in Momentum
   -h, --help          this help
   -V, --version       print the version
+
+usage: smtp-auth-proxy queue [-c FILE] list | show ID | retry [ID...] | delete ID... | bounce ID...
+
+  list                the queue, as mailq shows it (Momentum: showqueue); read from the spool
+                      when the daemon is not running
+  show ID             one message: its envelope and header
+  retry [ID...]       try these messages now, or all (postqueue -f; Momentum: retry)
+  delete ID...        remove without telling the sender (postsuper -d)
+  bounce ID...        fail the pending recipients and bounce to the sender (Momentum: fail)
 ";
 
 pub enum Parsed {
@@ -130,6 +142,11 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, St
 
 /// Runs the command; returns the process exit code.
 pub fn main(argv: impl IntoIterator<Item = OsString>) -> i32 {
+    let mut argv = argv.into_iter().peekable();
+    if argv.peek().is_some_and(|a| a == "queue") {
+        argv.next();
+        return queue(argv.collect());
+    }
     let args = match parse_args(argv) {
         Ok(Parsed::Args(a)) => a,
         Ok(Parsed::Help) => {
@@ -149,6 +166,63 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> i32 {
         Mode::DumpConfig => dump_config(&args),
         Mode::CheckConfig => check_config(&args),
         Mode::Run => run(&args),
+    }
+}
+
+/// `queue ...`: one command to the running daemon's queue, through the control socket in the
+/// Spoolbase the configuration names.
+fn queue(args: Vec<OsString>) -> i32 {
+    let mut config = PathBuf::from(DEFAULT_CONFIG);
+    let mut words = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.to_string_lossy().as_ref() {
+            "-c" | "--config" => match it.next() {
+                Some(p) => config = PathBuf::from(p),
+                None => {
+                    eprintln!("smtp-auth-proxy: -c needs a file name\n\n{USAGE}");
+                    return 2;
+                }
+            },
+            // Momentum's console words for the same commands.
+            "showqueue" => words.push("list".to_owned()),
+            "fail" => words.push("bounce".to_owned()),
+            w => words.push(w.to_owned()),
+        }
+    }
+    if words.is_empty() {
+        eprintln!("smtp-auth-proxy: queue needs a command\n\n{USAGE}");
+        return 2;
+    }
+    let checked = load_and_check(&config, false);
+    let Some(model) = checked.config.filter(|_| !checked.diagnostics.has_errors()) else {
+        for d in &checked.diagnostics.0 {
+            eprintln!("{}", d.render(&checked.loaded.sources, true));
+        }
+        return 1;
+    };
+    let spoolbase = model.spoolbase();
+    match crate::queue::control::request(&spoolbase, &words.join(" ")) {
+        Ok((text, status)) => {
+            print!("{text}");
+            i32::from(status)
+        }
+        // Without a daemon, the listing comes from the spool's files themselves.
+        Err(e) if words[0] == "list" => match crate::spool::list(&spoolbase) {
+            Ok(entries) => {
+                eprintln!("smtp-auth-proxy: the daemon does not answer ({e}); the spool holds:");
+                print!("{}", crate::queue::control::listing_from_spool(&entries));
+                0
+            }
+            Err(e) => {
+                eprintln!("smtp-auth-proxy: {e}");
+                3
+            }
+        },
+        Err(e) => {
+            eprintln!("smtp-auth-proxy: the daemon does not answer: {e}");
+            3
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 //! or RSET). SIGTERM and SIGINT drain (see `listener::shutdown`).
 
 use crate::listener::server::{self, Bound, Command};
-use crate::listener::{Runtime, control, shutdown};
+use crate::listener::{Runtime, Services, Store, control, shutdown};
 use crate::metrics::Metrics;
 use crate::metrics::http::Exporter;
 use crate::model::Config;
@@ -18,6 +18,9 @@ use std::io::Write as _;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+
+/// How long deliveries under way may take to finish at a stop, once sessions are done.
+const QUEUE_STOP: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Reads and checks the configuration again; `Err` holds the messages (with file:line:col).
 pub type Reload = dyn Fn() -> Result<Config, Vec<String>>;
@@ -34,8 +37,47 @@ pub fn run(config: Config, reload: &Reload, mut ready: Option<UnixStream>) -> i3
     };
     crate::crypto::install();
     let metrics = Arc::new(Metrics::new());
-    let counters = Arc::new(crate::limits::Shared::default());
-    let rt = match prepare(config, &metrics, &counters) {
+    let security = config.security.clone();
+    let user = security
+        .as_ref()
+        .and_then(|s| s.user.as_ref())
+        .map(|u| u.value.clone());
+    let group = security
+        .as_ref()
+        .and_then(|s| s.group.as_ref())
+        .map(|g| g.value.clone());
+    // The spool is opened (and recovered) before anything serves. Its directories belong to
+    // the Security user, who writes every message once root is given up.
+    let spoolbase = config.spoolbase();
+    let dirs = [
+        spoolbase.clone(),
+        spoolbase.join(crate::spool::QUEUE_DIR),
+        spoolbase.join(crate::spool::CORRUPT_DIR),
+    ];
+    let dirs: Vec<&std::path::Path> = dirs.iter().map(|d| d.as_path()).collect();
+    if let Err(e) = crate::privileges::prepare_dirs(&dirs, user.as_deref(), group.as_deref()) {
+        return fail(format!("Spoolbase: {e}"));
+    }
+    let (spool, recovered) =
+        match crate::spool::Spool::open(&spoolbase, crate::spool::SpoolOptions::default()) {
+            Ok(s) => s,
+            Err(e) => return fail(format!("Spoolbase {}: {e}", spoolbase.display())),
+        };
+    let hostname = crate::net::hostname();
+    let queue_settings = match crate::queue::Settings::from_config(&config, &hostname) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let (queue, inbox) = crate::queue::QueueHandle::channel();
+    let services = Services {
+        metrics: metrics.clone(),
+        counters: Arc::new(crate::limits::Shared::default()),
+        store: Some(Store {
+            spool: spool.clone(),
+            queue: queue.clone(),
+        }),
+    };
+    let rt = match prepare(config, &services) {
         Ok(rt) => rt,
         Err(errors) => return fail(errors.join("\nsmtp-auth-proxy: ")),
     };
@@ -44,7 +86,7 @@ pub fn run(config: Config, reload: &Reload, mut ready: Option<UnixStream>) -> i3
         Ok(b) => b,
         Err(e) => return fail(e),
     };
-    let mut exporter = Exporter::new(metrics);
+    let mut exporter = Exporter::new(metrics.clone());
     let scraped = match exporter.bind_new(&rt.config) {
         Ok(b) => b,
         Err(e) => return fail(e),
@@ -64,17 +106,30 @@ pub fn run(config: Config, reload: &Reload, mut ready: Option<UnixStream>) -> i3
         }
     }
     // Sockets bound and keys read: root is no longer needed.
-    let security = rt.config.security.as_ref();
-    if let Err(e) = crate::privileges::drop_to(
-        security
-            .and_then(|s| s.user.as_ref())
-            .map(|u| u.value.as_str()),
-        security
-            .and_then(|s| s.group.as_ref())
-            .map(|g| g.value.as_str()),
+    if let Err(e) = crate::privileges::drop_to(user.as_deref(), group.as_deref()) {
+        return fail(e);
+    }
+    // Delivery starts as the Security user, with what the spool held; the operator's
+    // commands come in by a socket in the Spoolbase, which that user owns.
+    if let Err(e) = crate::queue::start(
+        inbox,
+        queue.clone(),
+        spool.clone(),
+        recovered.queued,
+        queue_settings,
+        metrics.clone(),
     ) {
         return fail(e);
     }
+    let control = match crate::queue::control::bind(&spoolbase) {
+        Ok(l) => l,
+        Err(e) => {
+            return fail(format!(
+                "the queue's control socket in {}: {e}",
+                spoolbase.display()
+            ));
+        }
+    };
     match crate::net::raise_fd_limit() {
         Ok(n) => log_info!("open file limit: {n}"),
         Err(e) => log_warning!("cannot raise the open file limit: {e}"),
@@ -122,12 +177,13 @@ pub fn run(config: Config, reload: &Reload, mut ready: Option<UnixStream>) -> i3
             }
         };
         let serving = tokio::spawn(server::serve(main_rx));
+        tokio::spawn(crate::queue::control::serve(control, queue.clone(), spool));
         exporter.apply(&first.config, scraped);
         drop(first);
         let signal = loop {
             match signals.next().await {
                 Signal::Hup => {
-                    reconfigure(reload, &threads_tx, &mut active, &mut exporter, &counters)
+                    reconfigure(reload, &threads_tx, &mut active, &mut exporter, &services)
                 }
                 Signal::Stop(name) => break name,
             }
@@ -138,6 +194,9 @@ pub fn run(config: Config, reload: &Reload, mut ready: Option<UnixStream>) -> i3
         );
         shutdown::drain(shutdown::drain_deadline()).await;
         serving.abort();
+        // No session can queue anything now: deliveries under way finish (or are left in the
+        // spool for the next start) within a bound of their own.
+        queue.stop(tokio::time::Instant::now() + QUEUE_STOP).await;
         log_info!("stopped");
         0
     });
@@ -152,7 +211,7 @@ fn reconfigure(
     threads: &[UnboundedSender<Command>],
     active: &mut HashMap<ListenAddr, String>,
     exporter: &mut Exporter,
-    counters: &Arc<crate::limits::Shared>,
+    services: &Services,
 ) {
     let metrics = exporter.metrics().clone();
     let failed = |errors: Vec<String>| {
@@ -165,7 +224,11 @@ fn reconfigure(
         Ok(c) => c,
         Err(errors) => return failed(errors),
     };
-    let rt = match prepare(config, &metrics, counters) {
+    let queue = match crate::queue::Settings::from_config(&config, &crate::net::hostname()) {
+        Ok(q) => q,
+        Err(e) => return failed(vec![e]),
+    };
+    let rt = match prepare(config, services) {
         Ok(rt) => rt,
         Err(errors) => return failed(errors),
     };
@@ -203,6 +266,10 @@ fn reconfigure(
     }
     active.extend(added.iter().map(|b| (b.addr.clone(), b.local.clone())));
     exporter.apply(&rt.config, scraped);
+    // Queued mail follows the new routes and retry options from its next attempt.
+    if let Some(store) = &services.store {
+        store.queue.reconfigure(queue);
+    }
     // The new configuration first, so that the new accept loops find their Listen in it.
     control::install(rt);
     let mut bounds = std::iter::once(added).chain(per_thread);
@@ -220,15 +287,11 @@ fn reconfigure(
 
 /// Builds what a configuration runs on: its authentication back ends (the proxy engine with its
 /// datasource, password files), then the listener's runtime over them.
-/// `metrics` and `counters` are the daemon's, which outlive every configuration.
-pub fn prepare(
-    config: Config,
-    metrics: &Arc<Metrics>,
-    counters: &Arc<crate::limits::Shared>,
-) -> Result<Arc<Runtime>, Vec<String>> {
+/// The `services` are the daemon's, which outlive every configuration.
+pub fn prepare(config: Config, services: &Services) -> Result<Arc<Runtime>, Vec<String>> {
     let hostname: Arc<str> = Arc::from(crate::net::hostname());
-    let backends = crate::auth::Backends::build(&config, &hostname, metrics)?;
-    Runtime::new(config, hostname, backends, metrics.clone(), counters).map(Arc::new)
+    let backends = crate::auth::Backends::build(&config, &hostname, &services.metrics)?;
+    Runtime::new(config, hostname, backends, services).map(Arc::new)
 }
 
 /// `smtp_auth_proxy { debug_level = … }` sets how much the daemon logs (info by default).

@@ -4,12 +4,9 @@
 use std::ffi::CString;
 use std::io;
 
-/// Becomes `user` (and `group`, else the user's primary group), with the user's supplementary
-/// groups. Does nothing when neither is set.
-pub fn drop_to(user: Option<&str>, group: Option<&str>) -> Result<(), String> {
-    if user.is_none() && group.is_none() {
-        return Ok(());
-    }
+/// The uid and gid `Security { user group }` name: the group given, else the user's primary
+/// group. `None` for what is not set.
+pub fn ids(user: Option<&str>, group: Option<&str>) -> Result<(Option<u32>, Option<u32>), String> {
     let (uid, user_gid) = match user {
         Some(name) => {
             let c = CString::new(name).map_err(|_| format!("user `{name}`: bad name"))?;
@@ -38,6 +35,48 @@ pub fn drop_to(user: Option<&str>, group: Option<&str>) -> Result<(), String> {
         }
         None => user_gid,
     };
+    Ok((uid, gid))
+}
+
+/// Makes `dirs` (created if missing, mode 0750) belong to the Security user and group, so
+/// that what the daemon sets up as root it can still write once it is not. Does nothing when
+/// not root or when no Security user or group is set.
+pub fn prepare_dirs(
+    dirs: &[&std::path::Path],
+    user: Option<&str>,
+    group: Option<&str>,
+) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    for dir in dirs {
+        if !dir.is_dir() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o750)
+                .create(dir)
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+    }
+    // SAFETY: a plain system call.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let (uid, gid) = ids(user, group)?;
+    if uid.is_none() && gid.is_none() {
+        return Ok(());
+    }
+    for dir in dirs {
+        std::os::unix::fs::chown(dir, uid, gid).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Becomes `user` (and `group`, else the user's primary group), with the user's supplementary
+/// groups. Does nothing when neither is set.
+pub fn drop_to(user: Option<&str>, group: Option<&str>) -> Result<(), String> {
+    if user.is_none() && group.is_none() {
+        return Ok(());
+    }
+    let (uid, gid) = ids(user, group)?;
     let check = |r: libc::c_int, what: &str| {
         if r == 0 {
             Ok(())

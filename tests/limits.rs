@@ -321,7 +321,11 @@ fn a_users_message_limit_refuses_at_mail_logs_once_and_recovers_after_its_window
         c.cmd("MAIL FROM:<s@sender.example>").0 == 250
     });
     c.cmd("RSET");
-    assert_eq!(up.messages().len(), 4, "refused MAILs left nothing behind");
+    assert_eq!(
+        up.wait_messages(4).len(),
+        4,
+        "refused MAILs left nothing behind"
+    );
 }
 
 #[test]
@@ -344,7 +348,7 @@ fn a_recipient_over_the_limit_is_refused_at_rcpt_and_the_others_are_delivered() 
             .contains("4.7.1 Recipient limit reached (User_Recipient_Limit 2/60)")
     );
     assert_eq!(s.data, Some(250));
-    let msgs = up.messages();
+    let msgs = up.wait_messages(1);
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0]["to"].as_array().unwrap().len(), 2);
     // The next message has no recipient left; a transaction given up gives back its own.
@@ -472,7 +476,7 @@ fn a_users_own_limits_come_from_a_sqlite_limits_query() {
     let conf = format!(
         r#"
 smtp_auth_proxy {{
-  timeout = 5 ds_cache = "users"
+  timeout = 5 ds_cache = "users" deliver_through_upstream = true
   query = "SELECT host FROM users WHERE username = :username"
   limits_query = "SELECT msgs AS user_message_limit, sessions AS user_session_limit FROM users WHERE username = :username"
 }}
@@ -507,7 +511,7 @@ ESMTP_Listener {{
     let (code, text) = one_message(port, "127.0.0.1", Some("carol"));
     assert_eq!(code, 452);
     assert!(text.contains("User_Session_Limit 1"), "{text}");
-    assert_eq!(up.messages().len(), 6);
+    assert_eq!(up.wait_messages(6).len(), 6);
 }
 
 #[test]
@@ -561,7 +565,7 @@ fn two_instances_behind_haproxy_sharing_one_redis_enforce_one_limit() {
         .collect();
     assert_eq!(codes.iter().filter(|&&c| c == 250).count(), 5, "{codes:?}");
     assert_eq!(codes.iter().filter(|&&c| c == 452).count(), 7, "{codes:?}");
-    assert_eq!(up.messages().len(), 5);
+    assert_eq!(up.wait_messages(5).len(), 5);
     // Both instances served alice, and both counted into the one Redis window.
     for d in [&a, &b] {
         d.wait_log("user=alice");
@@ -663,7 +667,7 @@ fn redis_outage_under_load(mode: &str) -> (Redis, Daemon, Upstream, usize, Vec<(
         d.log().contains("answering again")
     });
     // Nothing lost: every message the client got 250 for reached the next hop.
-    assert_eq!(up.messages().len(), accepted, "{refused:?}");
+    assert_eq!(up.wait_messages(accepted).len(), accepted, "{refused:?}");
     // Logged once when it went, once when it came back; counting again afterwards.
     let log = d.log();
     assert_eq!(count(&log, "counters unavailable"), 1, "{log}");
@@ -704,7 +708,7 @@ fn redis_stopped_and_started_under_load_fails_closed_and_loses_nothing() {
     assert!(accepted + refused.len() >= 60);
     // Mail flows again without a restart.
     assert_eq!(one_message(d.port(), "127.0.0.1", Some("alice")).0, 250);
-    assert_eq!(up.messages().len(), accepted + 1);
+    assert_eq!(up.wait_messages(accepted + 1).len(), accepted + 1);
     // Counted: the exchanges that failed, and the mail refused for want of them.
     let metrics = scrape(&d);
     let value = |name: &str| -> f64 {

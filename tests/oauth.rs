@@ -247,20 +247,21 @@ fn curl_sends_mail_through_the_upstream_that_accepted_its_token() {
     let up = oauth_upstream(SECRET);
     let good = mint(SECRET, ALICE, &[]);
     let bad = mint("another key", ALICE, &[]);
+    // The mail goes through the upstream session that accepted the token: the bridge.
+    let proxy = format!("{} deliver_through_upstream = true", host(&up));
     // curl prefers OAUTHBEARER; a daemon offering only XOAUTH2 makes it use that.
-    let both = token_daemon("curl", &host(&up), "", NO_THROTTLE);
+    let both = token_daemon("curl", &proxy, "", NO_THROTTLE);
     let xoauth2 = Daemon::start_env(
         TempDir::new("curl-xoauth2"),
         &format!(
             r#"
-smtp_auth_proxy {{ {} }}
+smtp_auth_proxy {{ {proxy} }}
 ESMTP_Listener {{
   SMTP_Extensions = ( "AUTH XOAUTH2" )
   AuthXoauth2Parameters = [ uri = "smtp_auth_proxy://" ]
   Listen "127.0.0.1:0" {{ }}
 }}
-"#,
-            host(&up)
+"#
         ),
         1,
         &[("SMTP_AUTH_PROXY_SYSLOG", "/nonexistent/log")],

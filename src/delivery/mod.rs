@@ -28,8 +28,8 @@ pub use transaction::INLINE_BDAT;
 
 use crate::dns::Resolver;
 use crate::log_info;
+use crate::model::outbound::Routing;
 use crate::model::outbound::{DomainSettings, EhloHostname};
-use crate::model::routing::Routing;
 use session::NotReady;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -133,7 +133,9 @@ impl Delivery {
                             last = Some(f);
                         }
                         Err(NotReady::Failed(f)) => {
-                            log_info!("delivery to {domain}: {}", f.outcome);
+                            // The queue logs the attempt's outcome; each address tried is
+                            // worth a line only when looking closely.
+                            crate::log_debug!("delivery to {domain}: {}", f.outcome);
                             last = Some(f);
                             break;
                         }

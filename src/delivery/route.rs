@@ -9,8 +9,9 @@
 
 use super::outcome::{Outcome, Stage};
 use crate::dns::{LookupError, MxAnswer, Resolver};
+use crate::model::outbound::Routing;
 use crate::model::outbound::{DomainSettings, address_literal};
-use crate::model::routing::{Lookup, NextHop, Route, Routing, Target};
+use crate::model::routing::{Lookup, NextHop, Route, Target};
 use crate::reply::Enhanced;
 use rand::seq::SliceRandom;
 use std::collections::HashSet;

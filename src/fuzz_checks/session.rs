@@ -1,30 +1,30 @@
 //! The session state machine under arbitrary client bytes: one whole session per input, from
 //! the PROXY header (when the first byte picks that Listen) to the client's end of stream,
-//! against a real configuration and a next hop on loopback.
+//! against a real configuration and a real spool in a temporary directory.
 //!
 //! What must hold whatever the client sends:
 //! - the session ends once the client has sent everything and closed (no hang, no panic);
 //! - everything it writes is well-formed SMTP replies, at most one per line the client sent
 //!   (plus the greeting and one closing 421);
-//! - every message the client is told was accepted, the next hop accepted, and the other way
-//!   round: nothing acknowledged that was not relayed, nothing relayed and left unacknowledged;
+//! - every message the client is told was queued is in the spool and was handed to the queue,
+//!   and the other way round: nothing acknowledged that was not stored, nothing stored and
+//!   left unacknowledged;
 //! - nothing the client sends puts a line break where we did not: every log line (at debug
-//!   level, acctlog included) is one line without control characters, every command line the
-//!   next hop receives is a command we send, and our `Received:` field is exactly its three
-//!   lines at the top of every message.
+//!   level, acctlog included) is one line without control characters, and our `Received:`
+//!   field is exactly its three lines at the top of every stored message.
 
-use crate::listener::Runtime;
 use crate::listener::session::ClientAddr;
+use crate::listener::{Runtime, Services, Store};
+use crate::queue::{Inbox, QueueHandle};
 use crate::reply::Reply;
+use crate::spool::Spool;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The text of the next hop's reply to a message it took; the client sees it relayed.
-const QUEUED: &str = "queued as FUZZ";
+/// What the client is told when its message is in the spool.
+const QUEUED: &str = "queued as ";
 
 /// A real session's time limit would be minutes; a fuzz input that takes this long is a hang.
 const HANG: Duration = Duration::from_secs(20);
@@ -32,10 +32,9 @@ const HANG: Duration = Duration::from_secs(20);
 struct Harness {
     tokio: tokio::runtime::Runtime,
     rt: Arc<Runtime>,
-    /// Messages the next hop accepted, for the run under way.
-    accepted: Arc<AtomicU64>,
-    /// What the next hop saw that we must never send, for the run under way.
-    hop_violations: Arc<Mutex<Vec<String>>>,
+    spool: Arc<Spool>,
+    /// What the sessions hand to the queue.
+    inbox: Mutex<Inbox>,
 }
 
 fn harness() -> &'static Harness {
@@ -48,20 +47,13 @@ fn harness() -> &'static Harness {
             .enable_all()
             .build()
             .expect("tokio runtime");
-        let accepted = Arc::new(AtomicU64::new(0));
-        let hop_violations = Arc::new(Mutex::new(Vec::new()));
-        let listener = tokio
-            .block_on(TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
-            .expect("bind the next hop");
-        let port = listener.local_addr().expect("next hop address").port();
-        tokio.spawn(next_hop(listener, accepted.clone(), hop_violations.clone()));
         let dir = std::env::temp_dir().join(format!("smtp-auth-proxy-fuzz-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temporary directory");
         let users = dir.join("users");
         std::fs::write(&users, "alice:secret\n").expect("password file");
         let text = format!(
             r#"
-Gateway = "127.0.0.1:{port}"
 ESMTP_Listener {{
   SMTP_Extensions = ( "ENHANCEDSTATUSCODES" "AUTH LOGIN PLAIN CRAM-MD5" "XCLIENT"
                       "XREMOTEIP" "XSETCONTEXT" "XDUMPCONTEXT" "SIZE 100000" )
@@ -80,100 +72,39 @@ ESMTP_Listener {{
         assert!(!loaded.diagnostics.has_errors(), "fuzz configuration");
         let (config, diags) = crate::model::build(&loaded.root, &loaded.sources);
         assert!(!diags.has_errors(), "fuzz configuration");
-        let rt = crate::daemon::prepare(config, &Arc::default(), &Arc::default())
+        let (spool, _) = Spool::open(&dir.join("spool"), Default::default()).expect("the spool");
+        let (queue, inbox) = QueueHandle::channel();
+        let services = Services {
+            store: Some(Store {
+                spool: spool.clone(),
+                queue,
+            }),
+            ..Services::default()
+        };
+        let rt = tokio
+            .block_on(async { crate::daemon::prepare(config, &services) })
             .unwrap_or_else(|e| panic!("fuzz runtime: {e:?}"));
         crate::listener::control::install(rt.clone());
         Harness {
             tokio,
             rt,
-            accepted,
-            hop_violations,
+            spool,
+            inbox: Mutex::new(inbox),
         }
     })
 }
 
-/// A next hop that takes everything: 250 to each envelope command, 354 to DATA, and
-/// [`QUEUED`] (counted) at the end of each message.
-async fn next_hop(
-    listener: TcpListener,
-    accepted: Arc<AtomicU64>,
-    violations: Arc<Mutex<Vec<String>>>,
-) {
-    while let Ok((stream, _)) = listener.accept().await {
-        let accepted = accepted.clone();
-        let violations = violations.clone();
-        let violation = move |what: String| {
-            violations
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(what)
-        };
-        tokio::spawn(async move {
-            let _ = stream.set_nodelay(true);
-            let (r, mut w) = stream.into_split();
-            let mut r = BufReader::new(r);
-            let mut line = Vec::new();
-            w.write_all(b"220 hop ESMTP\r\n").await?;
-            loop {
-                line.clear();
-                if r.read_until(b'\n', &mut line).await? == 0 {
-                    return Ok::<_, std::io::Error>(());
-                }
-                let verb = line.get(..4).unwrap_or(&line).to_ascii_uppercase();
-                const SENT: [&[u8]; 8] = [
-                    b"EHLO", b"HELO", b"XCLI", b"MAIL", b"RCPT", b"DATA", b"RSET", b"QUIT",
-                ];
-                if !SENT.contains(&verb.as_slice()) || !line.ends_with(b"\r\n") {
-                    violation(format!("command line {:?}", String::from_utf8_lossy(&line)));
-                }
-                match verb.as_slice() {
-                    b"EHLO" => w.write_all(b"250-hop\r\n250-PIPELINING\r\n250 XCLIENT ADDR NAME HELO PROTO LOGIN\r\n").await?,
-                    b"QUIT" => {
-                        w.write_all(b"221 bye\r\n").await?;
-                        return Ok(());
-                    }
-                    b"XCLI" => w.write_all(b"220 hop ESMTP\r\n").await?,
-                    b"DATA" => {
-                        w.write_all(b"354 go on\r\n").await?;
-                        let mut head = Vec::new();
-                        loop {
-                            line.clear();
-                            if r.read_until(b'\n', &mut line).await? == 0 {
-                                // Cut off mid-message: not accepted.
-                                return Ok(());
-                            }
-                            if line == b".\r\n" {
-                                break;
-                            }
-                            if head.len() < 4 {
-                                head.push(String::from_utf8_lossy(&line).into_owned());
-                            }
-                        }
-                        if let Some(why) = received_field_broken(&head) {
-                            violation(why);
-                        }
-                        accepted.fetch_add(1, Ordering::SeqCst);
-                        w.write_all(format!("250 2.0.0 {QUEUED}\r\n").as_bytes()).await?;
-                    }
-                    _ => w.write_all(b"250 2.0.0 ok\r\n").await?,
-                }
-            }
-        });
-    }
-}
-
 /// Our `Received:` field, as the first lines of a message: `Received: from`, a tab and `by`,
 /// a tab and the date; then the client's own first line. `None` when it is so.
-fn received_field_broken(head: &[String]) -> Option<String> {
-    let ok = head.len() >= 3
+fn received_field_broken(content: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(content);
+    let head: Vec<&str> = text.splitn(4, "\r\n").take(3).collect();
+    let ok = head.len() == 3
         && head[0].starts_with("Received: from ")
         && head[1].starts_with("\tby ")
         && head[2].starts_with('\t')
-        && head[2].ends_with(" +0000\r\n")
-        && head[..3].iter().all(|l| {
-            l.strip_suffix("\r\n")
-                .is_some_and(|l| !l.contains(['\r', '\n']))
-        });
+        && head[2].ends_with(" +0000")
+        && head.iter().all(|l| !l.contains(['\r', '\n']));
     (!ok).then(|| format!("Received: field {head:?}"))
 }
 
@@ -185,11 +116,6 @@ pub fn session(data: &[u8]) {
         Some((b, rest)) => (usize::from(b & 1), rest),
         None => (0, data),
     };
-    h.accepted.store(0, Ordering::SeqCst);
-    h.hop_violations
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clear();
     let _ = crate::log::captured();
     let rt = h.rt.clone();
     let output = h.tokio.block_on(async move {
@@ -253,20 +179,27 @@ pub fn session(data: &[u8]) {
         "{replies} replies to {lines} lines: {:?}",
         String::from_utf8_lossy(&output)
     );
+    // What the sessions queued: as many as were acknowledged, each with a sound trace field;
+    // then gone again, so a long run does not fill the disk.
+    let mut inbox = h.inbox.lock().unwrap_or_else(|p| p.into_inner());
+    let mut queued = Vec::new();
+    while let Some(q) = inbox.try_submitted() {
+        queued.push(q);
+    }
     assert_eq!(
         acknowledged,
-        h.accepted.load(Ordering::SeqCst),
-        "messages acknowledged to the client and taken by the next hop differ"
+        queued.len() as u64,
+        "messages acknowledged to the client and handed to the queue differ"
     );
-    let violations = h
-        .hop_violations
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    assert!(
-        violations.is_empty(),
-        "the next hop got what we never send: {violations:?}"
-    );
+    for q in &queued {
+        let content = q.content.clone().expect("small messages stay in memory");
+        if let Some(why) = received_field_broken(&content) {
+            panic!("a stored message's trace field is broken: {why}");
+        }
+        h.tokio
+            .block_on(h.spool.remove(q.id()))
+            .expect("remove a fuzzed message from the spool");
+    }
     for line in crate::log::captured() {
         assert!(
             !line.chars().any(char::is_control),

@@ -133,7 +133,7 @@ impl Session {
         }
         // Mail after this AUTH goes through the upstream that accepted it unless a Gateway or
         // Routes names a next hop.
-        let keep_upstream = !self.rt.config.routing.has_next_hop();
+        let keep_upstream = self.rt.bridges_to_upstream();
         let username = creds.username.clone();
         // Set when the client did not answer an error challenge: it gets that answer's reply.
         let mut unanswered = None;

@@ -55,6 +55,17 @@ pub struct Mailbox {
     pub domain: String,
 }
 
+impl Path {
+    /// The address without angle brackets: empty for `<>`, `postmaster` for `<postmaster>`.
+    pub fn address(&self) -> String {
+        match self {
+            Path::Null => String::new(),
+            Path::Postmaster => "postmaster".into(),
+            Path::Mailbox(m) => format!("{}@{}", m.local, m.domain),
+        }
+    }
+}
+
 impl std::fmt::Display for Path {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -1,25 +1,18 @@
-//! DATA (RFC 5321 §4.1.1.4): the message is streamed to the next hop as it arrives, with a
-//! `Received:` header in front, and the client's final reply is the next hop's.
+//! DATA (RFC 5321 §4.1.1.4): the message goes into the spool (`store.rs`), or through the
+//! bridge to the AUTH upstream (`bridge.rs`), with a `Received:` header in front.
 //!
 //! Line endings, decided once here: the end of data is exactly `CRLF . CRLF`. A bare LF or a
 //! bare CR (RFC 5321 §2.3.8 forbids both) ends a line and is passed on as CRLF, but a line so
-//! ended never makes the next `.` the end of data. Every line is dot-stuffed afresh for the
-//! next hop, so whatever the client sent, the next hop finds the end of the message exactly
-//! where this server did: no "SMTP smuggling" through inconsistent end-of-data parsing.
-//! Memory stays bounded whatever the line lengths: bytes are decoded as they stream.
+//! ended never makes the next `.` the end of data. For the bridge every line is dot-stuffed
+//! afresh; into the spool the content goes unstuffed and delivery stuffs it again. Either way
+//! the next hop finds the end of the message exactly where this server did: no "SMTP
+//! smuggling" through inconsistent end-of-data parsing. Memory stays bounded whatever the
+//! line lengths: bytes are decoded as they stream.
 
-use super::connection::ReadError;
-use super::relay::unavailable;
 use super::session::{Flow, Session};
 use crate::date::rfc5322_date;
 use crate::header::HeaderField;
-use crate::metrics::NextHop;
-use crate::reply::Reply;
-use crate::{log_info, log_warning};
 use std::time::SystemTime;
-
-/// Bytes gathered before a write to the next hop: fewer system calls for large messages.
-const FORWARD_CHUNK: usize = 64 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -33,12 +26,16 @@ enum State {
     Cr,
 }
 
-/// Turns the client's dot-stuffed DATA stream into the next hop's, counting the message size.
+/// Turns the client's dot-stuffed DATA stream into CRLF lines, dot-stuffed again for a next
+/// hop ([`DotCodec::default`]) or not, for the spool ([`DotCodec::unstuffed`]), counting the
+/// message size.
 #[derive(Debug)]
 pub struct DotCodec {
     state: State,
     /// Whether the last line ended in CRLF (only then does `.` CRLF end the data).
     after_crlf: bool,
+    /// Whether a line starting with `.` is written with its stuffing dot.
+    stuff: bool,
     /// Message bytes so far, without the stuffing dots.
     pub size: u64,
 }
@@ -48,12 +45,26 @@ impl Default for DotCodec {
         DotCodec {
             state: State::LineStart,
             after_crlf: true,
+            stuff: true,
             size: 0,
         }
     }
 }
 
 impl DotCodec {
+    /// The content as it is: what the spool keeps.
+    pub fn unstuffed() -> DotCodec {
+        DotCodec {
+            stuff: false,
+            ..DotCodec::default()
+        }
+    }
+
+    /// A line's leading dot as written out.
+    fn dot(&self) -> &'static [u8] {
+        if self.stuff { b".." } else { b"." }
+    }
+
     /// Decodes `input` into `out` (dot-stuffed, CRLF line endings). Returns how many input
     /// bytes were used and whether the end of data was reached; bytes after it are not used.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, bool) {
@@ -76,14 +87,14 @@ impl DotCodec {
                     }
                     b'\n' => {
                         // `.` LF: a line holding one dot, not the end of data.
-                        self.line_end(out, b"..", false);
+                        self.line_end(out, self.dot(), false);
                         i += 1;
                     }
                     _ => {
                         // The leading dot was stuffing: drop it. What follows is content; a
                         // dot there is stuffed again for the next hop.
                         if b == b'.' {
-                            out.extend_from_slice(b"..");
+                            out.extend_from_slice(self.dot());
                             self.size += 1;
                             i += 1;
                         }
@@ -95,11 +106,11 @@ impl DotCodec {
                         if self.after_crlf {
                             return (i + 1, true);
                         }
-                        self.line_end(out, b"..", true);
+                        self.line_end(out, self.dot(), true);
                         i += 1;
                     } else {
                         // `.` and a bare CR: a line holding one dot.
-                        self.line_end(out, b"..", false);
+                        self.line_end(out, self.dot(), false);
                     }
                 }
                 State::InLine => {
@@ -152,127 +163,17 @@ impl Session {
             self.reject(554, (5, 5, 1), "No valid recipients");
             return Flow::Continue;
         }
-        let Some(hop) = self.hop.as_mut() else {
-            self.txn = None;
-            self.conn.send(&unavailable());
-            return Flow::Continue;
-        };
-        let result = hop.command("DATA").await;
-        let code = result.as_ref().ok().map(|r| r.code);
-        self.rt.metrics.next_hop(NextHop::Data, code);
-        match result {
-            Ok(r) if r.code == 354 => {}
-            Ok(r) => {
-                self.send_relayed(r);
-                self.reset_transaction().await;
-                return Flow::Continue;
-            }
-            Err(e) => {
-                log_warning!("session {}: next hop DATA: {e}", self.id);
-                self.hop = None;
-                self.txn = None;
-                self.conn.send(&unavailable());
-                return Flow::Continue;
-            }
+        if txn.relayed {
+            self.data_to_upstream().await
+        } else {
+            self.data_to_spool().await
         }
-        self.conn
-            .send(&Reply::plain(354, "End data with <CR><LF>.<CR><LF>"));
-        let mut out = self.received_header().into_bytes();
-        let mut codec = DotCodec::default();
-        let max = self.scope.max_message_size;
-        let mut too_big = false;
-        let mut hop_failed = false;
-        loop {
-            let chunk = match self.conn.data_chunk().await {
-                Ok(c) => c,
-                Err(e) => {
-                    // The client left mid-message: dropping the next hop's connection without
-                    // the final dot makes it discard the partial message.
-                    self.hop = None;
-                    self.txn = None;
-                    if let ReadError::Idle = e {
-                        self.reply(421, (4, 4, 2), "Idle timeout, closing connection");
-                    }
-                    return Flow::Close;
-                }
-            };
-            let (used, end) = codec.feed(chunk, &mut out);
-            self.conn.consume(used);
-            if end {
-                // The end-of-data mark goes out with the last bytes: one write, not two.
-                out.extend_from_slice(b".\r\n");
-            }
-            if !too_big && max.is_some_and(|m| codec.size > m) {
-                too_big = true;
-                self.hop = None;
-            }
-            if too_big || hop_failed {
-                out.clear();
-            } else if (end || out.len() >= FORWARD_CHUNK)
-                && let Some(hop) = self.hop.as_mut()
-            {
-                if let Err(e) = hop.write_all(&out).await {
-                    log_warning!("session {}: next hop during DATA: {e}", self.id);
-                    hop_failed = true;
-                    self.hop = None;
-                }
-                out.clear();
-            }
-            if end {
-                break;
-            }
-        }
-        let txn = self.txn.take().expect("checked above");
-        if too_big {
-            self.reply(
-                552,
-                (5, 3, 4),
-                "Message size exceeds fixed maximum message size",
-            );
-            return Flow::Continue;
-        }
-        let Some(hop) = self.hop.as_mut().filter(|_| !hop_failed) else {
-            self.rt.metrics.next_hop(NextHop::Message, None);
-            self.conn.send(&unavailable());
-            return Flow::Continue;
-        };
-        let result = hop.read_reply().await;
-        let code = result.as_ref().ok().map(|r| r.code);
-        self.rt.metrics.next_hop(NextHop::Message, code);
-        match result {
-            Ok(r) => {
-                if r.is_positive() {
-                    self.limits.accepted();
-                    self.messages += 1;
-                    self.rt.metrics.message_relayed(codec.size);
-                }
-                log_info!(
-                    "session {}: message from={} rcpts={} size={} next hop {}: {}",
-                    self.id,
-                    txn.from,
-                    txn.rcpts.len(),
-                    codec.size,
-                    hop.server,
-                    r
-                );
-                if r.code == 421 {
-                    self.hop = None;
-                }
-                self.send_relayed(r);
-            }
-            Err(e) => {
-                log_warning!("session {}: next hop after DATA: {e}", self.id);
-                self.hop = None;
-                self.conn.send(&unavailable());
-            }
-        }
-        Flow::Continue
     }
 
     /// The trace header this server adds (RFC 5321 §4.4), with the RFC 3848 protocol name. The
     /// HELO name and an XCLIENT NAME are the client's words: `HeaderField` keeps them inside
     /// the field whatever they hold.
-    fn received_header(&self) -> String {
+    pub fn received_header(&self, id: &str) -> String {
         let helo = self.helo.as_ref();
         let mut proto = String::from(if helo.is_some_and(|h| !h.esmtp) {
             "SMTP"
@@ -309,13 +210,9 @@ impl Session {
         if let Some(t) = &self.tls {
             f.push(" (").push(t).push(")");
         }
-        f.push(&format!(
-            " with {proto} id {}.{};",
-            self.id,
-            self.messages + 1
-        ))
-        .fold()
-        .push(&rfc5322_date(SystemTime::now()));
+        f.push(&format!(" with {proto} id {id};"))
+            .fold()
+            .push(&rfc5322_date(SystemTime::now()));
         f.finish()
     }
 }

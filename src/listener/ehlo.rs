@@ -54,6 +54,9 @@ impl Session {
         if ext.enhanced_status_codes {
             lines.push("ENHANCEDSTATUSCODES".into());
         }
+        if self.dsn_offered() {
+            lines.push("DSN".into());
+        }
         if let Some(max) = self.scope.max_message_size {
             lines.push(format!("SIZE {max}").into());
         }

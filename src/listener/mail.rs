@@ -1,9 +1,12 @@
-//! MAIL (RFC 5321 §4.1.1.2): starts a transaction, at the next hop too when there is one.
+//! MAIL (RFC 5321 §4.1.1.2): starts a transaction, for the spool or, for a session bridged to
+//! its AUTH upstream, at the upstream too.
 
 use super::command::{Param, Path};
-use super::relay::HopState;
-use super::session::{Session, Transaction};
-use crate::reply::{Enhanced, Reply};
+use super::session::{MailParams, Session, Transaction};
+use crate::spool::{Body, Ret};
+
+/// RFC 3461 §4.4: an ENVID is at most 100 characters.
+const MAX_ENVID: usize = 100;
 
 impl Session {
     pub async fn mail(&mut self, from: Path, params: Vec<Param>) {
@@ -11,36 +14,14 @@ impl Session {
             self.reject(503, (5, 5, 1), "Nested MAIL command");
             return;
         }
-        let mut size = None;
-        let mut body = None;
-        for p in &params {
-            match (p.keyword.as_str(), p.value.as_deref()) {
-                ("SIZE", Some(v)) => match v.parse::<u64>() {
-                    Ok(n) => size = Some(n),
-                    Err(_) => {
-                        self.reject(501, (5, 5, 4), "Bad SIZE parameter");
-                        return;
-                    }
-                },
-                ("BODY", Some(v))
-                    if v.eq_ignore_ascii_case("7BIT") || v.eq_ignore_ascii_case("8BITMIME") =>
-                {
-                    body = Some(v.to_ascii_uppercase());
-                }
-                // RFC 4954 §5: accepted; not passed on, since this server does not vouch for
-                // the identity the client claims the message was submitted by.
-                ("AUTH", Some(_)) => {}
-                _ => {
-                    self.reject(
-                        555,
-                        (5, 5, 4),
-                        format!("Unsupported parameter {}", p.keyword),
-                    );
-                    return;
-                }
+        let mail = match self.mail_params(&params) {
+            Ok(m) => m,
+            Err((code, text)) => {
+                self.reject(code, (5, 5, 4), text);
+                return;
             }
-        }
-        if let (Some(n), Some(max)) = (size, self.scope.max_message_size)
+        };
+        if let (Some(n), Some(max)) = (mail.size, self.scope.max_message_size)
             && n > max
         {
             self.reply(
@@ -53,55 +34,60 @@ impl Session {
         if !self.sending_limit_mail().await {
             return;
         }
-        let mut txn = Transaction {
+        let txn = Transaction {
             from,
-            params: Vec::new(),
+            mail,
             rcpts: Vec::new(),
             relayed: false,
         };
-        match self.ensure_hop().await {
-            HopState::None => {
-                self.txn = Some(txn);
-                self.reply(250, (2, 1, 0), "Sender OK");
-            }
-            HopState::Unavailable(r) => self.conn.send(&r),
-            HopState::Ready => {
-                let hop = self.hop.as_mut().expect("ensure_hop made it");
-                if let Some(n) = size
-                    && hop.extension("SIZE").is_some()
-                {
-                    txn.params.push(format!("SIZE={n}"));
-                }
-                if let Some(b) = body
-                    && hop.extension("8BITMIME").is_some()
-                {
-                    txn.params.push(format!("BODY={b}"));
-                }
-                let mut line = format!("MAIL FROM:{}", txn.from);
-                for p in &txn.params {
-                    line.push(' ');
-                    line.push_str(p);
-                }
-                if let Some(r) = self.hop_command(&line).await {
-                    if r.is_positive() {
-                        txn.relayed = true;
-                        self.txn = Some(txn);
-                    }
-                    self.send_relayed(r);
-                }
-            }
+        if self.bridged() {
+            self.mail_to_upstream(txn).await;
+        } else {
+            self.txn = Some(txn);
+            self.reply(250, (2, 1, 0), "Sender OK");
         }
     }
 
-    /// Passes a next hop's reply to the client. A reply without an enhanced code gets the
-    /// generic one of its class, for a client that was offered ENHANCEDSTATUSCODES.
-    pub fn send_relayed(&mut self, mut r: Reply) {
-        if r.enhanced.is_none() {
-            let class = (r.code / 100) as u8;
-            if matches!(class, 2 | 4 | 5) {
-                r.enhanced = Some(Enhanced(class, 0, 0));
+    /// The parameters this server offers: SIZE, BODY, AUTH, and the DSN extension's RET and
+    /// ENVID where DSN was offered.
+    fn mail_params(&self, params: &[Param]) -> Result<MailParams, (u16, String)> {
+        let dsn = self.dsn_offered();
+        let mut m = MailParams::default();
+        for p in params {
+            match (p.keyword.as_str(), p.value.as_deref()) {
+                ("SIZE", Some(v)) => {
+                    m.size = Some(v.parse().map_err(|_| (501, "Bad SIZE parameter".into()))?)
+                }
+                ("BODY", Some(v)) if v.eq_ignore_ascii_case("7BIT") => m.body = Body::SevenBit,
+                ("BODY", Some(v)) if v.eq_ignore_ascii_case("8BITMIME") => {
+                    m.body = Body::EightBitMime
+                }
+                // RFC 4954 §5: accepted; not passed on, since this server does not vouch for
+                // the identity the client claims the message was submitted by.
+                ("AUTH", Some(_)) => {}
+                ("RET", Some(v)) if dsn && m.ret.is_none() => {
+                    m.ret = Some(match v.to_ascii_uppercase().as_str() {
+                        "FULL" => Ret::Full,
+                        "HDRS" => Ret::Hdrs,
+                        _ => return Err((501, "Bad RET parameter".into())),
+                    })
+                }
+                ("ENVID", Some(v)) if dsn && m.envid.is_none() => {
+                    let envid = crate::xtext::decode(v)
+                        .ok()
+                        .filter(|e| e.len() <= MAX_ENVID && !e.chars().any(char::is_control))
+                        .ok_or((501, "Bad ENVID parameter".to_owned()))?;
+                    m.envid = Some(envid);
+                }
+                _ => return Err((555, format!("Unsupported parameter {}", p.keyword))),
             }
         }
-        self.conn.send(&r);
+        Ok(m)
+    }
+
+    /// DSN (RFC 3461) is offered where mail goes to the spool, whose queue honours NOTIFY
+    /// and RET; the bridge passes the upstream's own replies and nothing more.
+    pub fn dsn_offered(&self) -> bool {
+        self.rt.store.is_some() && !self.rt.bridges_to_upstream()
     }
 }

@@ -3,10 +3,12 @@
 //! The session is split by protocol phase, so the code for a command sits where the RFC puts
 //! it: `ehlo.rs` (greeting, HELO/EHLO), `starttls.rs`, `auth.rs`, `mail.rs`, `rcpt.rs`,
 //! `data.rs`, `xclient.rs` (Momentum's X-commands); `policy.rs` holds every relay and access
-//! decision; `relay.rs` is the next hop the accepted mail goes to.
+//! decision. Accepted mail goes into the spool (`store.rs`), or through the bridge to the AUTH
+//! upstream where `deliver_through_upstream` asks for it (`bridge.rs`).
 
 pub mod acctlog;
 pub mod auth;
+pub mod bridge;
 pub mod command;
 pub mod connection;
 pub mod control;
@@ -18,12 +20,12 @@ pub mod oauth;
 pub mod policy;
 pub mod proxy_protocol;
 pub mod rcpt;
-pub mod relay;
 pub mod scope;
 pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod starttls;
+pub mod store;
 pub mod throttle;
 pub mod tls;
 pub mod xclient;
@@ -38,6 +40,24 @@ use scope::ClientScope;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tls::TlsConfigs;
+
+/// What outlives every configuration: made once by the daemon, handed to each [`Runtime`].
+#[derive(Clone, Default)]
+pub struct Services {
+    pub metrics: Arc<Metrics>,
+    /// Where the sending limits and the AUTH failure counts are kept.
+    pub counters: Arc<crate::limits::Shared>,
+    /// Where accepted mail goes; `None` where nothing is stored (mail can then only go
+    /// through the bridge).
+    pub store: Option<Store>,
+}
+
+/// The spool and the queue manager that delivers from it.
+#[derive(Clone)]
+pub struct Store {
+    pub spool: Arc<crate::spool::Spool>,
+    pub queue: crate::queue::QueueHandle,
+}
 
 /// Everything sessions share: the configuration they started under and what was built from it
 /// (authentication back ends, TLS configurations).
@@ -59,21 +79,23 @@ pub struct Runtime {
     pub metrics: Arc<Metrics>,
     /// Session counters per Listen (by index).
     pub listen_metrics: Vec<ListenCounters>,
+    /// Where accepted mail goes.
+    pub store: Option<Store>,
     next_session: AtomicU64,
 }
 
 impl Runtime {
     /// Takes a checked configuration and the back ends built for it, and prepares the TLS
     /// configurations. What fails here is what only trying can tell (a key that does not match
-    /// its certificate). `metrics` and `counters` are the daemon's, which outlive every
-    /// configuration.
+    /// its certificate). The `services` are the daemon's, which outlive every configuration.
     pub fn new(
         config: Config,
         hostname: Arc<str>,
         backends: Backends,
-        metrics: Arc<Metrics>,
-        counters: &Arc<crate::limits::Shared>,
+        services: &Services,
     ) -> Result<Runtime, Vec<String>> {
+        let metrics = services.metrics.clone();
+        let counters = &services.counters;
         let mut errors = Vec::new();
         let failure_limit = config
             .esmtp_listener
@@ -101,6 +123,7 @@ impl Runtime {
             next_session: AtomicU64::new(1),
             listen_metrics: Vec::new(),
             metrics,
+            store: services.store.clone(),
         };
         let Some(listener) = rt.config.esmtp_listener.as_ref() else {
             return Err(vec!["no ESMTP_Listener".into()]);
@@ -133,6 +156,15 @@ impl Runtime {
         } else {
             Err(errors)
         }
+    }
+
+    /// Whether mail after an AUTH through the proxy engine goes through that upstream session
+    /// (`deliver_through_upstream`) rather than the spool.
+    pub fn bridges_to_upstream(&self) -> bool {
+        self.config
+            .auth_proxy
+            .as_ref()
+            .is_some_and(|p| p.enabled && p.deliver_through_upstream)
     }
 
     /// The index of the enabled Listen at `addr`, if this configuration has one.

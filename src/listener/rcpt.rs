@@ -1,10 +1,12 @@
-//! RCPT (RFC 5321 §4.1.1.3): the relay decision, then the next hop's own answer.
+//! RCPT (RFC 5321 §4.1.1.3): the relay decision and the sending limits; then the recipient is
+//! taken for the spool (with its DSN parameters), or, bridged, the upstream answers.
 
 use super::command::{Param, Path};
 use super::policy::{self, RcptGrant, RelayRight};
-use super::session::Session;
+use super::session::{Rcpt, Session};
 use crate::log_info;
 use crate::metrics::Relay;
+use crate::spool::Notify;
 
 /// More recipients than RFC 5321 §4.5.3.1.8 requires a server to take (100), but a bound.
 const MAX_RECIPIENTS: usize = 1000;
@@ -15,14 +17,13 @@ impl Session {
             self.reject(503, (5, 5, 1), "Need MAIL before RCPT");
             return;
         };
-        if let Some(p) = params.first() {
-            self.reject(
-                555,
-                (5, 5, 4),
-                format!("Unsupported parameter {}", p.keyword),
-            );
-            return;
-        }
+        let (notify, orcpt) = match self.rcpt_params(&params) {
+            Ok(p) => p,
+            Err((code, text)) => {
+                self.reject(code, (5, 5, 4), text);
+                return;
+            }
+        };
         if txn.rcpts.len() >= MAX_RECIPIENTS {
             self.reply(452, (4, 5, 3), "Too many recipients");
             return;
@@ -46,26 +47,78 @@ impl Session {
             self.reject(550, (5, 7, 1), "relaying denied");
             return;
         }
-        if !txn.relayed {
-            // Permitted, but this session's mail has nowhere to go (`--check-config` rejects
-            // configurations where that can happen, except for <postmaster>).
-            self.reply(550, (5, 3, 5), "No route for this recipient");
-            return;
-        }
+        let relayed = txn.relayed;
         if !self.sending_limit_rcpt().await {
             return;
         }
-        let reply = self.hop_command(&format!("RCPT TO:{to}")).await;
+        let rcpt = Rcpt {
+            path: to,
+            notify,
+            orcpt,
+        };
+        if !relayed {
+            // For the spool: the queue delivers it, and tells the sender if it cannot.
+            self.limits.rcpt_answered(true);
+            if let Some(txn) = self.txn.as_mut() {
+                txn.rcpts.push(rcpt);
+            }
+            self.reply(250, (2, 1, 5), "Recipient OK");
+            return;
+        }
+        let reply = self.hop_command(&format!("RCPT TO:{}", rcpt.path)).await;
         self.limits
             .rcpt_answered(reply.as_ref().is_some_and(|r| r.is_positive()));
         if let Some(r) = reply {
             if r.is_positive()
                 && let Some(txn) = self.txn.as_mut()
             {
-                txn.rcpts.push(to);
+                txn.rcpts.push(rcpt);
             }
             self.send_relayed(r);
         }
+    }
+
+    /// NOTIFY and ORCPT (RFC 3461 §4.1, §4.2) where DSN was offered; nothing else.
+    fn rcpt_params(&self, params: &[Param]) -> Result<(Notify, Option<String>), (u16, String)> {
+        let dsn = self.dsn_offered();
+        let mut notify = Notify::default();
+        let mut orcpt = None;
+        for p in params {
+            match (p.keyword.as_str(), p.value.as_deref()) {
+                ("NOTIFY", Some(v)) if dsn && notify.unspecified() => {
+                    let mut flags = 0;
+                    for word in v.split(',') {
+                        flags |= match word.to_ascii_uppercase().as_str() {
+                            "NEVER" => Notify::NEVER,
+                            "SUCCESS" => Notify::SUCCESS,
+                            "FAILURE" => Notify::FAILURE,
+                            "DELAY" => Notify::DELAY,
+                            _ => return Err((501, "Bad NOTIFY parameter".into())),
+                        };
+                    }
+                    // NEVER stands alone (RFC 3461 §4.1).
+                    if flags & Notify::NEVER != 0 && flags != Notify::NEVER {
+                        return Err((501, "NOTIFY=NEVER stands alone".into()));
+                    }
+                    notify = Notify(flags);
+                }
+                ("ORCPT", Some(v)) if dsn && orcpt.is_none() => {
+                    // `addr-type;xtext`, kept decoded for the bounce's Original-Recipient.
+                    let decoded = v
+                        .split_once(';')
+                        .filter(|(t, _)| {
+                            !t.is_empty()
+                                && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        })
+                        .and_then(|(t, a)| crate::xtext::decode(a).ok().map(|a| format!("{t};{a}")))
+                        .filter(|o| o.len() <= 500 && !o.chars().any(char::is_control))
+                        .ok_or((501, "Bad ORCPT parameter".to_owned()))?;
+                    orcpt = Some(decoded);
+                }
+                _ => return Err((555, format!("Unsupported parameter {}", p.keyword))),
+            }
+        }
+        Ok((notify, orcpt))
     }
 }
 

@@ -51,12 +51,31 @@ pub struct Authenticated {
 /// A mail transaction, from MAIL to the end of DATA (or RSET).
 pub struct Transaction {
     pub from: Path,
-    /// The MAIL parameters passed on to the next hop (SIZE, BODY), as written.
-    pub params: Vec<String>,
-    /// Recipients the next hop accepted.
-    pub rcpts: Vec<Path>,
-    /// Whether the next hop holds this transaction's MAIL.
+    pub mail: MailParams,
+    /// Recipients accepted: into the spool, or by the upstream the session is bridged to.
+    pub rcpts: Vec<Rcpt>,
+    /// Bridged to the AUTH upstream (`deliver_through_upstream`): whether it holds this
+    /// transaction's MAIL. Always false for mail going to the spool.
     pub relayed: bool,
+}
+
+/// The MAIL parameters this server understood.
+#[derive(Clone, Debug, Default)]
+pub struct MailParams {
+    pub size: Option<u64>,
+    pub body: crate::spool::Body,
+    /// DSN (RFC 3461): `RET=` and `ENVID=` (decoded).
+    pub ret: Option<crate::spool::Ret>,
+    pub envid: Option<String>,
+}
+
+/// An accepted recipient with its DSN parameters (RFC 3461 §4.1, §4.2).
+#[derive(Clone, Debug)]
+pub struct Rcpt {
+    pub path: Path,
+    pub notify: crate::spool::Notify,
+    /// `ORCPT=` decoded from xtext: `rfc822;user@example.com`.
+    pub orcpt: Option<String>,
 }
 
 pub enum Flow {

@@ -330,6 +330,10 @@ pub struct Metrics {
     shared_counters_errors: Counter,
     queue_messages: Gauge,
     queue_oldest: FloatGauge,
+    /// The spool's own counts (messages stored, file syncs, directory syncs), and the values
+    /// last added, so that each update adds what is new.
+    spool: [Counter; 3],
+    spool_seen: [AtomicU64; 3],
     deliveries: [Counter; Delivery::ALL.len()],
 }
 
@@ -516,6 +520,23 @@ impl Metrics {
             "Age of the oldest message in the spool (0 when it is empty)",
             queue_oldest.clone(),
         );
+        let spool: [Counter; 3] = Default::default();
+        for (c, (name, help)) in spool.iter().zip([
+            (
+                "spool_messages_stored",
+                "Messages the spool made durable (each acknowledged with 250)",
+            ),
+            (
+                "spool_file_syncs",
+                "fdatasync calls of the spool's message files",
+            ),
+            (
+                "spool_directory_syncs",
+                "fsync calls of the spool's queue directory (one serves a whole group commit)",
+            ),
+        ]) {
+            r.register(name, help, c.clone());
+        }
         let delivery_family = Family::<OutcomeLabel, Counter>::default();
         r.register(
             "deliveries",
@@ -561,6 +582,8 @@ impl Metrics {
             shared_counters_errors,
             queue_messages,
             queue_oldest,
+            spool,
+            spool_seen: Default::default(),
             deliveries,
         }
     }
@@ -723,6 +746,17 @@ impl Metrics {
                 .set(i64::try_from(messages).unwrap_or(i64::MAX));
             self.queue_oldest
                 .set(oldest.map_or(0.0, |d| d.as_secs_f64()));
+        }
+    }
+
+    /// For the spool: its counts since it was opened (messages stored, file syncs, directory
+    /// syncs), read now and then; the counters go up by what is new.
+    pub fn set_spool(&self, counts: [u64; 3]) {
+        if self.enabled() {
+            for ((c, seen), now) in self.spool.iter().zip(&self.spool_seen).zip(counts) {
+                let before = seen.swap(now, Ordering::Relaxed);
+                c.inc_by(now.saturating_sub(before));
+            }
         }
     }
 

@@ -142,20 +142,6 @@ fn check_effective(
                     ),
                 );
             }
-            if !config.routing.has_next_hop()
-                && let AuthBackend::File(_) = params.backend.value
-            {
-                push(
-                    cx,
-                    Diagnostic::error(
-                        params.backend.origin,
-                        format!(
-                            "AUTH {} for {where_} checks a password file, but neither `Gateway` nor `Routes` names a next hop for the authenticated mail (only `smtp_auth_proxy://` can relay it through its upstream)",
-                            mech.name()
-                        ),
-                    ),
-                );
-            }
             if params.backend.value == AuthBackend::SmtpAuthProxy {
                 match &config.auth_proxy {
                     None => push(
@@ -228,40 +214,35 @@ fn check_effective(
             }
         }
     }
-    if !config.routing.has_next_hop() {
-        let grant: Option<(Origin, &str)> = e
-            .open_relay()
-            .filter(|o| o.value)
-            .map(|o| (o.origin, "open_relay"))
-            .or_else(|| {
-                e.relay_hosts()
-                    .filter(|r| !r.value.is_empty())
-                    .map(|r| (r.origin, "relay_hosts"))
-            });
-        if let Some((origin, what)) = grant {
-            push(
-                cx,
-                Diagnostic::error(
-                    origin,
-                    format!(
-                        "{what} lets clients of {where_} relay without AUTH, but neither `Gateway` nor `Routes` names a next hop for that mail"
-                    ),
-                ),
-            );
-        }
-    }
 }
 
-/// `relay_domains` accepts mail from anyone for its domains; that mail needs a next hop.
+/// `relay_domains` accepts mail from anyone for its domains. Without a route of its own (a
+/// `Domain` scope, or a global `Gateway`/`Routes`) such mail goes by MX, and the MX of a
+/// domain this server receives for usually names this server: a loop.
 fn check_relay_domains(cx: &mut Cx, config: &Config) {
-    if let Some(d) = &config.relay_domains
-        && !d.value.is_empty()
-        && !config.routing.has_next_hop()
-    {
-        cx.diags.push(Diagnostic::error(
-            d.origin,
-            "relay_domains accepts mail for its domains, but neither `Gateway` nor `Routes` names a next hop for it",
-        ));
+    let Some(d) = &config.relay_domains else {
+        return;
+    };
+    if config.routing.has_next_hop() {
+        return;
+    }
+    for pattern in &d.value {
+        let crate::model::routing::DomainPattern::Exact(name) = pattern else {
+            continue;
+        };
+        if !config
+            .routing
+            .domains
+            .iter()
+            .any(|x| x.name == *name && (x.gateway.is_some() || x.routes.is_some()))
+        {
+            cx.diags.push(Diagnostic::warning(
+                d.origin,
+                format!(
+                    "relay_domains accepts mail for `{name}`, which has no route of its own (`Domain \"{name}\" {{ Gateway = … }}` or a global Gateway/Routes): it goes by MX, which for a domain this server receives for usually points back here"
+                ),
+            ));
+        }
     }
 }
 

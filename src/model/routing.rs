@@ -6,100 +6,14 @@
 //! and `Routes` are taken together from the most specific scope that sets either: a Domain's
 //! `Routes` is not overridden by a global `Gateway`.
 
-use super::addr::{Cidr, HostPort, is_hostname};
-use super::outbound::{Domain, DomainSettings, Outbound};
-use super::resolver::ResolverSettings;
-use super::value::{self, Read, Spanned};
+use super::addr::{HostPort, is_hostname};
+use super::value::{self, Read};
 use crate::config::Diagnostic;
 use crate::config::ast::Value;
 use std::fmt;
 
 /// Port for next hops written without one (Momentum's `Remote_SMTP_Port` default).
 pub const DEFAULT_REMOTE_PORT: u16 = 25;
-/// `Server_Max_Outbound_Connections` default, as Momentum's reference page gives it (its sample
-/// configuration file sets 20000).
-pub const DEFAULT_SERVER_MAX_OUTBOUND_CONNECTIONS: u32 = 75_000;
-
-#[derive(Clone, Debug)]
-pub struct Routing {
-    /// `Gateway = host[:port]`: the smart host for all accepted mail.
-    pub gateway: Option<Spanned<NextHop>>,
-    /// `Routes = ( … )`: next hops in order of preference.
-    pub routes: Option<Spanned<Vec<Route>>>,
-    pub xclient: OutboundXclient,
-    /// The other outbound options (TLS, ports, limits, timeouts) as set globally.
-    pub outbound: Outbound,
-    /// `Domain "name" { }` scopes, in the order written.
-    pub domains: Vec<Domain>,
-    /// `Prohibited_Hosts`: a destination whose mail exchangers include one of these addresses
-    /// is refused outright (Momentum: it "permanently denies" the domain).
-    pub prohibited_hosts: Vec<Cidr>,
-    /// `Skip_Hosts`: these addresses are skipped; the domain's other hosts are still tried.
-    pub skip_hosts: Vec<Cidr>,
-    /// `Server_Max_Outbound_Connections`: all outbound connections together; `None`: no limit.
-    pub server_max_outbound_connections: Option<u32>,
-    /// Where DNS questions go: `/etc/resolv.conf`, `Resolv_Conf`, or `DNS_Nameservers`.
-    pub resolver: ResolverSettings,
-    /// `Use_IPv6`: whether AAAA records are used for delivery (Momentum's default: no).
-    pub use_ipv6: bool,
-}
-
-impl Default for Routing {
-    fn default() -> Self {
-        Routing {
-            gateway: None,
-            routes: None,
-            xclient: OutboundXclient::No,
-            outbound: Outbound::default(),
-            domains: Vec::new(),
-            prohibited_hosts: Vec::new(),
-            skip_hosts: Vec::new(),
-            server_max_outbound_connections: Some(DEFAULT_SERVER_MAX_OUTBOUND_CONNECTIONS),
-            resolver: ResolverSettings::default(),
-            use_ipv6: false,
-        }
-    }
-}
-
-impl Routing {
-    /// Whether accepted mail has somewhere to go other than the AUTH upstream, for the
-    /// synchronous relay: a `Gateway`, or `Routes` naming at least one host. `__mx__` alone
-    /// does not count until mail is queued (the relay cannot deliver by MX).
-    pub fn has_next_hop(&self) -> bool {
-        self.gateway.is_some()
-            || self
-                .routes
-                .as_ref()
-                .is_some_and(|r| r.value.iter().any(|r| matches!(r.target, Target::Host(_))))
-    }
-
-    /// The `Domain` scope for `domain`, if one names it (case-insensitively, trailing dot
-    /// ignored).
-    pub fn domain_scope(&self, domain: &str) -> Option<&Domain> {
-        let wanted = domain.trim_end_matches('.');
-        // An address literal also finds a Domain named by the bare address.
-        let bare = super::outbound::address_literal(wanted).map(|ip| ip.to_string());
-        self.domains.iter().find(|d| {
-            d.name.eq_ignore_ascii_case(wanted) || bare.as_deref().is_some_and(|b| d.name == b)
-        })
-    }
-
-    /// The settings in force for mail to `domain`: its Domain scope's, else the global ones,
-    /// else Momentum's defaults.
-    pub fn for_domain(&self, domain: &str) -> DomainSettings {
-        DomainSettings::resolve(self, self.domain_scope(domain))
-    }
-
-    /// Whether `Prohibited_Hosts` covers `ip`.
-    pub fn is_prohibited(&self, ip: std::net::IpAddr) -> bool {
-        self.prohibited_hosts.iter().any(|c| c.contains(ip))
-    }
-
-    /// Whether `Skip_Hosts` covers `ip`.
-    pub fn is_skipped(&self, ip: std::net::IpAddr) -> bool {
-        self.skip_hosts.iter().any(|c| c.contains(ip))
-    }
-}
 
 /// How a configured next hop's name becomes addresses: `type=mx` (the default: Momentum resolves
 /// a gateway "using MX records; if there are none, as an A record") or `type=a`.

@@ -22,8 +22,8 @@ pub struct Work {
 
 /// What a connection tells the manager.
 pub enum Report {
-    /// A message was tried: an outcome per recipient of `work`, or a failure of the whole
-    /// connection (no next hop reachable, or the content unreadable).
+    /// A message was tried: an outcome per recipient of `work`, or one failure for all of
+    /// them (no next hop reachable, or the content unreadable).
     Tried {
         task: u64,
         work: Work,
@@ -32,6 +32,10 @@ pub enum Report {
         connection: String,
         /// The name of the next hop that answered.
         hop: Option<String>,
+        /// No next hop could be reached: the destination's other ready work would fail the
+        /// same way now. (A failure of this message alone, its content unreadable, says
+        /// nothing about the others.)
+        unreachable: bool,
     },
     /// The connection is gone; `returned` is work it was given but did not try.
     Closed { task: u64, returned: Vec<Work> },
@@ -54,17 +58,45 @@ impl Connection {
         {
             Ok(o) => o,
             Err(failure) => {
-                self.tried(first, Err(failure), &connection, None);
+                self.unreachable(first, failure, &connection);
                 return self.close(more);
             }
         };
         let settings = outbound.settings().clone();
         let mut next = Some(first);
+        let mut reused = false;
         while let Some(work) = next.take() {
-            let result = match self.message(&work).await {
-                Ok(msg) => Ok(outbound.deliver(&msg).await),
-                Err(failure) => Err(failure),
+            let msg = self.message(&work).await;
+            let mut result = match &msg {
+                Ok(msg) => Ok(outbound.deliver(msg).await),
+                Err(failure) => Err(failure.clone()),
             };
+            if let (Ok(msg), Ok(outcome)) = (&msg, &result)
+                && reused
+                && !outbound.is_usable()
+                && lost_before_the_transaction(outcome)
+            {
+                // The connection kept for this destination died while it waited (its next
+                // hop went away, and delivery could not connect to that address again). That
+                // says nothing about the destination's other next hops: start afresh through
+                // all of them, in order, as a first connection does. Nothing of the message
+                // was sent, so nothing can arrive twice.
+                match self
+                    .delivery
+                    .open(&work.domain, &work.envelope.sender)
+                    .await
+                {
+                    Ok(fresh) => {
+                        std::mem::replace(&mut outbound, fresh).quit().await;
+                        result = Ok(outbound.deliver(msg).await);
+                    }
+                    Err(failure) => {
+                        self.unreachable(work, failure, &connection);
+                        break;
+                    }
+                }
+            }
+            reused = true;
             let hop = Some(outbound.hop().to_owned());
             self.tried(work, result, &connection, hop);
             let spent = settings
@@ -96,6 +128,19 @@ impl Connection {
             result,
             connection: connection.to_owned(),
             hop,
+            unreachable: false,
+        });
+    }
+
+    /// `work` could not be tried: no next hop of its destination answered.
+    fn unreachable(&self, work: Work, failure: Failure, connection: &str) {
+        let _ = self.reports.send(Report::Tried {
+            task: self.task,
+            work,
+            result: Err(failure),
+            connection: connection.to_owned(),
+            hop: None,
+            unreachable: true,
         });
     }
 
@@ -128,6 +173,34 @@ impl Connection {
         };
         Ok(outbound_message(work, content))
     }
+}
+
+/// Whether a message's outcome says only that its connection was lost before the mail
+/// transaction got anywhere: every recipient deferred while connecting, greeting, at EHLO or
+/// TLS, or before the content went out (MAIL, RCPT).
+fn lost_before_the_transaction(outcome: &MessageOutcome) -> bool {
+    use delivery::{Disposition, Stage};
+    !outcome.recipients.is_empty()
+        && outcome.recipients.iter().all(|o| {
+            o.disposition == Disposition::Transient
+                && matches!(
+                    o.stage,
+                    Stage::NotConnected
+                        | Stage::Idle
+                        | Stage::Banner
+                        | Stage::Ehlo
+                        | Stage::AfterEhlo
+                        | Stage::Starttls
+                        | Stage::AfterStarttls
+                        | Stage::TlsHandshake
+                        | Stage::Rset
+                        | Stage::AfterRset
+                        | Stage::MailFrom
+                        | Stage::AfterMailFrom
+                        | Stage::RcptTo
+                        | Stage::AfterRcptTo
+                )
+        })
 }
 
 /// The spool's envelope, as delivery is given it: only this domain's recipients.

@@ -17,7 +17,7 @@ use super::connection::{Connection, Report, Work};
 use super::dsn::Action;
 use super::mainlog::{self, Mainlog};
 use super::schedule::{self, Next};
-use super::{Done, Entry, QueueHandle, Request, Which};
+use super::{Done, Entry, QueueHandle, Request, Requeue, Which};
 use crate::delivery::{Delivery, Disposition, Failure, MessageOutcome, Outcome, Stage};
 use crate::metrics::{self, Metrics};
 use crate::model::Config;
@@ -29,6 +29,10 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
+
+/// The longest recipients whose bounce could not be stored wait before they fail (and are
+/// reported) again; their domain's Retry_Interval when shorter.
+const BOUNCE_RETRY: Duration = Duration::from_secs(60);
 
 /// Work a connection may hold beyond the message it is on: one, so it never waits for the
 /// manager between messages.
@@ -151,6 +155,8 @@ struct Manager {
     reports_tx: mpsc::UnboundedSender<Report>,
     /// Spool writes still under way (updates, removals, bounces).
     persisting: Arc<std::sync::atomic::AtomicUsize>,
+    /// One lock per message with writes under way: its writes take turns.
+    order: HashMap<MessageId, Arc<tokio::sync::Mutex<()>>>,
     stopping: bool,
 }
 
@@ -179,6 +185,7 @@ pub(super) async fn run(
         dirty: Vec::new(),
         reports_tx,
         persisting: Arc::default(),
+        order: HashMap::new(),
         stopping: false,
     };
     let count = recovered.len();
@@ -189,7 +196,10 @@ pub(super) async fn run(
         log_info!("queue: {count} message(s) recovered from the spool");
     }
     m.dispatch();
-    let mut heartbeat = tokio::time::interval(m.settings.heartbeat);
+    let mut heartbeat = tokio::time::interval_at(
+        tokio::time::Instant::now() + m.settings.heartbeat,
+        m.settings.heartbeat,
+    );
     let mut gauges = tokio::time::interval(Duration::from_secs(1));
     let mut stop: Option<(tokio::time::Instant, tokio::sync::oneshot::Sender<()>)> = None;
     loop {
@@ -198,8 +208,10 @@ pub(super) async fn run(
             r = requests.recv() => match r {
                 Some(Request::Stop(deadline, done)) => {
                     m.stopping = true;
-                    // Idle connections are let go: dropping their senders ends them.
-                    m.release_idle();
+                    // Every connection is let go: an idle one at once, a busy one once its
+                    // message is done (dropping their senders ends them), so each says QUIT
+                    // rather than waiting out its Idle_Timeout and being cut at the deadline.
+                    m.retire_connections();
                     stop = Some((deadline, done));
                 }
                 Some(r) => m.request(r),
@@ -454,14 +466,13 @@ impl Manager {
         tokio::spawn(c.run(first, rx));
     }
 
-    fn release_idle(&mut self) {
+    /// Every connection finishes what it holds and closes; none is given more work.
+    fn retire_connections(&mut self) {
         for dest in self.dests.values_mut() {
-            for task in dest.idle.drain(..) {
-                // Its sender gone, the connection's wait for work ends, and it closes.
-                if let Some(t) = self.tasks.get_mut(&task) {
-                    t.tx = None;
-                }
-            }
+            dest.idle.clear();
+        }
+        for t in self.tasks.values_mut() {
+            t.tx = None;
         }
     }
 
@@ -473,17 +484,19 @@ impl Manager {
                 result,
                 connection,
                 hop,
+                unreachable,
             } => {
                 let domain = work.domain.clone();
                 let failure = result.as_ref().err().map(|f| f.outcome.clone());
                 self.tried(work, result, &connection, hop.as_deref());
-                if let Some(outcome) = failure {
+                if let Some(outcome) = failure.filter(|_| unreachable) {
                     // The destination could not be reached: its other ready work would fail
                     // the same way now, and is given the same outcome (counted as an attempt)
                     // rather than a connection each to fail with.
                     self.fail_ready(&domain, &connection, outcome);
                 } else if !self.stopping
                     && let Some(t) = self.tasks.get(&task)
+                    && t.tx.is_some()
                 {
                     let d = t.domain.clone();
                     self.dests.entry(d.clone()).or_default().idle.push(task);
@@ -572,6 +585,13 @@ impl Manager {
         if let Some((_, first)) = transient.first() {
             match schedule::after_failure(&policy, attempts, msg.envelope.received, now) {
                 Next::RetryAt(t) => {
+                    log_info!(
+                        "queue {}: deferred for {} ({} recipient(s), attempt {attempts}): {first}; next attempt in {} s",
+                        work.id,
+                        work.domain,
+                        transient.len(),
+                        t.duration_since(now).unwrap_or_default().as_secs()
+                    );
                     self.mainlog.transient(&record(first, msg.size));
                     unit.rcpts = transient.iter().map(|(i, _)| *i).collect();
                     unit.next = Some(t);
@@ -588,9 +608,22 @@ impl Manager {
             }
         }
         if let Some((_, o)) = delivered.first() {
+            crate::log_debug!(
+                "queue {}: delivered to {} recipient(s) at {} via {}: {o}",
+                work.id,
+                delivered.len(),
+                work.domain,
+                hop.unwrap_or("-")
+            );
             self.mainlog.delivery(&record(o, msg.size));
         }
         if let Some((_, o)) = failed.first() {
+            log_info!(
+                "queue {}: failed for {} ({} recipient(s)): {o}",
+                work.id,
+                work.domain,
+                failed.len()
+            );
             self.mainlog.permanent(&record(o, msg.size));
         }
         if retry_at.is_none() {
@@ -667,6 +700,11 @@ impl Manager {
 
     /// Makes an attempt's results durable, in the order that loses nothing: notices to the
     /// sender first, then the recipients' states, then (all final) the message's removal.
+    /// One message's writes run one after the other (a removal never overtakes an update, or
+    /// the read of the content a bounce quotes); different messages' run side by side and
+    /// share the spool's group commits. A bounce that cannot be stored (a full disk) leaves
+    /// its recipients pending: their failure is not recorded, and they are handed back to the
+    /// queue to fail (and be reported) again a minute later.
     fn persist(
         &mut self,
         id: MessageId,
@@ -678,19 +716,29 @@ impl Manager {
         let spool = self.spool.clone();
         let own = self.own.clone();
         let hostname = self.settings.hostname.clone();
-        let envelope = self.messages.get(&id).map(|m| m.envelope.clone());
-        let content = self.messages.get(&id).and_then(|m| m.content.clone());
+        let msg = self.messages.get(&id);
+        let envelope = msg.map(|m| m.envelope.clone());
+        let content = msg.and_then(|m| m.content.clone());
+        let size = msg.map_or(0, |m| m.size);
+        let order = self.order.entry(id).or_default().clone();
+        if finished {
+            // No write for this message comes after this one.
+            self.order.remove(&id);
+        }
         let persisting = self.persisting.clone();
         persisting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         tokio::spawn(async move {
+            let _turn = order.lock().await;
+            let mut changes = changes;
+            let mut finished = finished;
             if !notices.is_empty()
                 && let Some(envelope) = &envelope
             {
-                let content = match content {
-                    Some(c) => Ok(c),
+                let text = match &content {
+                    Some(c) => Ok(c.clone()),
                     None => spool.content(id).await,
                 };
-                let stored = match content {
+                let stored = match text {
                     Ok(c) => {
                         let reported: Vec<Reported> = notices
                             .iter()
@@ -716,16 +764,34 @@ impl Manager {
                         own.submit(q);
                     }
                     Err(e) => {
-                        // Without its bounce the failure must not be recorded: the message
-                        // stays as it was, and the next start tries it again.
-                        log_error!("queue {id}: cannot store the bounce: {e}; kept for a retry");
-                        persisting.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-                        return;
+                        // Without its bounce a failure must not be recorded: those recipients
+                        // stay pending (on disk and in the queue) and fail again later, when
+                        // the spool may have room. What was delivered is still recorded.
+                        let unreported: Vec<usize> = notices
+                            .iter()
+                            .filter(|(_, a, _, _)| *a == Action::Failed)
+                            .map(|(i, _, _, _)| *i)
+                            .collect();
+                        log_error!(
+                            "queue {id}: cannot store the bounce: {e}; {} recipient(s) kept for a retry",
+                            unreported.len()
+                        );
+                        changes.retain(|(i, _)| !unreported.contains(i));
+                        finished = false;
+                        own.requeue(Requeue {
+                            envelope: envelope.clone(),
+                            content: content.clone(),
+                            size,
+                            recorded: changes.clone(),
+                            rcpts: unreported,
+                        });
                     }
                 }
             }
             let result = if finished {
                 spool.remove(id).await
+            } else if changes.is_empty() {
+                spool.update_meta(id, &meta).await
             } else {
                 spool.update(id, &changes, &meta).await
             };
@@ -736,9 +802,72 @@ impl Manager {
         });
     }
 
+    /// Recipients handed back by a persist task whose bounce could not be stored.
+    fn requeue(&mut self, r: Requeue) {
+        let Requeue {
+            envelope,
+            content,
+            size,
+            recorded,
+            rcpts,
+        } = r;
+        let id = envelope.id;
+        let msg = self.messages.entry(id).or_insert_with(|| {
+            // The manager let go of it (every other recipient was final): its states are
+            // the spool's, with this attempt's results on top.
+            let mut states: Vec<RcptState> = envelope.recipients.iter().map(|r| r.state).collect();
+            for (i, state) in &recorded {
+                states[*i] = *state;
+            }
+            Msg {
+                states,
+                envelope: envelope.clone(),
+                content,
+                size,
+                units: HashMap::new(),
+                attempts_before: 0,
+            }
+        });
+        let mut due = Vec::new();
+        for i in rcpts {
+            msg.states[i] = RcptState::Pending;
+            let domain = domain_of(&envelope.recipients[i].address);
+            let unit = msg.units.entry(domain.clone()).or_insert_with(|| Unit {
+                rcpts: Vec::new(),
+                attempts: 0,
+                next: None,
+                active: false,
+                last_error: Some("the bounce could not be stored".into()),
+            });
+            if !unit.rcpts.contains(&i) {
+                unit.rcpts.push(i);
+            }
+            if unit.next.is_none() && !unit.active && !due.contains(&domain) {
+                due.push(domain);
+            }
+        }
+        for domain in due {
+            let wait = self
+                .settings
+                .policy(&domain)
+                .retry_interval
+                .min(BOUNCE_RETRY);
+            let at = SystemTime::now() + wait;
+            if let Some(unit) = self
+                .messages
+                .get_mut(&id)
+                .and_then(|m| m.units.get_mut(&domain))
+            {
+                unit.next = Some(at);
+            }
+            self.timers.insert((at, id, domain), ());
+        }
+    }
+
     fn request(&mut self, r: Request) {
         match r {
             Request::Submit(q) => self.add(q, true),
+            Request::Requeue(r) => self.requeue(r),
             Request::List(tx) => {
                 let _ = tx.send(self.entries());
             }
@@ -756,8 +885,10 @@ impl Manager {
                 // A reload is also when logs have been rotated: reopen, wherever it goes now.
                 self.mainlog.reopen(s.mainlog.clone());
                 self.settings = *s;
-                // New routes and limits apply from the next connection; let the queues use
-                // any new room now.
+                // New routes and limits apply from the next connection. The connections
+                // open now take no more work: under a steady flow one never idles long enough
+                // to close, and the old routes would live on with it.
+                self.retire_connections();
                 self.dirty = self.dests.keys().cloned().collect();
             }
             Request::Stop(..) => unreachable!("handled by the loop"),
@@ -900,5 +1031,8 @@ impl Manager {
             .min()
             .and_then(|t| SystemTime::now().duration_since(t).ok());
         self.metrics.set_queue(self.messages.len() as u64, oldest);
+        let c = self.spool.counters();
+        self.metrics
+            .set_spool([c.messages, c.file_syncs, c.directory_syncs]);
     }
 }

@@ -70,8 +70,24 @@ pub(crate) enum Request {
         done: oneshot::Sender<Vec<(MessageId, Done)>>,
     },
     Reconfigure(Box<Settings>),
+    /// Recipients whose failure could not be recorded (their bounce could not be stored):
+    /// pending again, due at `at`. The message's envelope and content come along, for when
+    /// the manager has let go of it.
+    Requeue(Requeue),
     /// Stop starting deliveries; answer once those under way are over (or the deadline).
     Stop(tokio::time::Instant, oneshot::Sender<()>),
+}
+
+/// Recipients whose failure could not be recorded (their bounce could not be stored).
+pub(crate) struct Requeue {
+    /// The message's envelope and content, for when the manager has let go of it.
+    pub envelope: Arc<crate::spool::Envelope>,
+    pub content: Option<crate::spool::Content>,
+    pub size: u64,
+    /// The attempt's results that were recorded (deliveries).
+    pub recorded: Vec<(usize, crate::spool::RcptState)>,
+    /// Pending again.
+    pub rcpts: Vec<usize>,
 }
 
 /// The way into the queue manager. Cheap to clone; usable from any thread or runtime.
@@ -80,12 +96,41 @@ pub struct QueueHandle {
     tx: mpsc::UnboundedSender<Request>,
 }
 
+/// The manager's end of a [`QueueHandle`]: what [`start`] runs on.
+pub struct Inbox(mpsc::UnboundedReceiver<Request>);
+
+impl Inbox {
+    /// The next message submitted, for a stand-in manager (the session fuzz target's); other
+    /// requests are answered empty.
+    pub async fn next_submitted(&mut self) -> Option<Queued> {
+        loop {
+            match self.0.recv().await? {
+                Request::Submit(q) => return Some(q),
+                Request::Stop(_, done) => {
+                    let _ = done.send(());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A submitted message waiting now, without waiting for one.
+    pub fn try_submitted(&mut self) -> Option<Queued> {
+        while let Ok(r) = self.0.try_recv() {
+            if let Request::Submit(q) = r {
+                return Some(q);
+            }
+        }
+        None
+    }
+}
+
 impl QueueHandle {
-    /// A handle and the other end of its channel, for a manager, or for a test standing in
-    /// for one.
-    pub(crate) fn channel() -> (QueueHandle, mpsc::UnboundedReceiver<Request>) {
+    /// A handle and its manager's end: the handle can be given out (to the listener's
+    /// runtime) before the manager starts.
+    pub fn channel() -> (QueueHandle, Inbox) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (QueueHandle { tx }, rx)
+        (QueueHandle { tx }, Inbox(rx))
     }
 
     /// A message the spool holds now: to be delivered.
@@ -118,6 +163,11 @@ impl QueueHandle {
         rx.await.unwrap_or_default()
     }
 
+    /// Recipients whose failure could not be recorded, pending again from `at`.
+    pub(crate) fn requeue(&self, r: Requeue) {
+        let _ = self.tx.send(Request::Requeue(r));
+    }
+
     /// New routing and queue options: they apply to queued mail from its next attempt.
     pub fn reconfigure(&self, settings: Settings) {
         let _ = self.tx.send(Request::Reconfigure(Box::new(settings)));
@@ -133,15 +183,17 @@ impl QueueHandle {
     }
 }
 
-/// Starts the queue manager on a thread of its own with the messages the spool recovered.
+/// Starts the queue manager on a thread of its own with the messages the spool recovered,
+/// serving `inbox` (whose handle it also uses to queue the bounces it makes).
 pub fn start(
+    inbox: Inbox,
+    own: QueueHandle,
     spool: Arc<Spool>,
     recovered: Vec<Queued>,
     settings: Settings,
     metrics: Arc<Metrics>,
-) -> Result<QueueHandle, String> {
-    let (handle, rx) = QueueHandle::channel();
-    let own = handle.clone();
+) -> Result<(), String> {
+    let rx = inbox.0;
     std::thread::Builder::new()
         .name("queue".into())
         .spawn(move || {
@@ -158,5 +210,5 @@ pub fn start(
             tokio.block_on(manager::run(spool, recovered, settings, metrics, rx, own));
         })
         .map_err(|e| format!("cannot start the queue thread: {e}"))?;
-    Ok(handle)
+    Ok(())
 }

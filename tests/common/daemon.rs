@@ -42,7 +42,16 @@ impl Daemon {
         listens: usize,
         configure: impl FnOnce(&mut Command),
     ) -> Daemon {
-        let path = dir.write("ecelerity.conf", conf);
+        // Each daemon has a spool of its own (a spool admits one daemon at a time).
+        let conf = if conf.to_ascii_lowercase().contains("spoolbase") {
+            conf.to_owned()
+        } else {
+            format!(
+                "Spoolbase = \"{}\"\n{conf}",
+                dir.path().join("spool").display()
+            )
+        };
+        let path = dir.write("ecelerity.conf", &conf);
         let mut cmd = Command::new(BIN);
         configure(&mut cmd);
         let mut child = cmd
@@ -93,6 +102,33 @@ impl Daemon {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The configuration file it runs on (`dir/ecelerity.conf`).
+    pub fn conf_path(&self) -> PathBuf {
+        self.dir.path().join("ecelerity.conf")
+    }
+
+    /// Sends the daemon `signal` (`libc::SIGTERM`, `libc::SIGHUP`, ...).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child, which has not been reaped (we hold it).
+        let r = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(r, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
+    /// Waits up to `limit` for the daemon to exit; its status, or `None` if it is still
+    /// running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if start.elapsed() > limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Everything the daemon logged so far.
@@ -262,6 +298,24 @@ impl Upstream {
     /// The messages accepted so far.
     pub fn messages(&self) -> Vec<serde_json::Value> {
         read_jsonl(&self.spool)
+    }
+
+    /// The messages accepted, once there are at least `n` (the queue delivers after the
+    /// client's `250`); panics after 20 s.
+    pub fn wait_messages(&self, n: usize) -> Vec<serde_json::Value> {
+        let start = Instant::now();
+        loop {
+            let m = self.messages();
+            if m.len() >= n {
+                return m;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the next hop got {} message(s), not {n}",
+                m.len()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// With `--oauth`: one record per token AUTH so far (mechanism, the response as received,
