@@ -25,7 +25,8 @@
 #   THREADS=          SMTP_AUTH_PROXY_THREADS for ours (unset: the daemon's default)
 #   MESSAGES=upstream how ours takes the client's message: `upstream` (deliver_through_upstream =
 #                     true: the synchronous bridge through the AUTH upstream session, as nginx
-#                     does), `spool` (the default configuration: the spool answers), or both
+#                     does), `spool` (the default: the spool answers, and the queue delivers to
+#                     the same upstream; its CPU is counted until the queue is empty), or both
 #   CERT= KEY=        our certificate and key (default: Debian's snakeoil RSA-2048, as nginx's)
 #   RESUME=1          adds a row: AUTH PLAIN over STARTTLS with resumed handshakes
 #   PEERS=../shared/peers   the rig;  OUT=file   raw load.py lines (default: a temp file)
@@ -67,10 +68,13 @@ cargo build --release --quiet || exit 1
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # start_ours NAME [deliver_through_upstream line]: one daemon, clear text and STARTTLS Listens.
-declare -A clear_port tls_port pid_of
+# The spool's queue delivers to the rig's upstream too (a Domain scope routes example.test
+# there); its metrics endpoint (counting costs a little, so only there) tells when the queue
+# is empty.
+declare -A clear_port tls_port pid_of metrics_of
 start_ours() {
-  local name=$1 option=$2 p1 p2
-  p1=$(free_port); p2=$(free_port)
+  local name=$1 option=$2 p1 p2 pm
+  p1=$(free_port); p2=$(free_port); pm=$(free_port)
   mkdir -p "$work/$name/spool"
   cat > "$work/$name.conf" <<CONF
 # As the rig's ours/ecelerity-tls.conf: warnings only (nginx logs at warn), AUTH to the upstream.
@@ -82,6 +86,8 @@ smtp_auth_proxy {
   $option
 }
 Spoolbase = "$work/$name/spool"
+Domain "example.test" { Gateway = "127.0.0.1:2525" }
+$([ "$name" = spool ] && echo "Prometheus_Listener { Listen \"127.0.0.1:$pm\" { } }")
 ESMTP_Listener {
   AuthLoginParameters = [ uri = "smtp_auth_proxy://" ]
   AuthPlainParameters = [ uri = "smtp_auth_proxy://" ]
@@ -99,7 +105,7 @@ CONF
   ours+=("$pid")
   for _ in $(seq 50); do open "$p2" && break; sleep 0.1; done
   open "$p2" || { echo "ours ($name) did not start:" >&2; cat "$work/$name.log" >&2; exit 1; }
-  clear_port[$name]=$p1 tls_port[$name]=$p2 pid_of[$name]=$pid
+  clear_port[$name]=$p1 tls_port[$name]=$p2 pid_of[$name]=$pid metrics_of[$name]=$pm
 }
 for m in $MESSAGES; do
   case $m in
@@ -122,6 +128,12 @@ ticks() {
 }
 hz=$(getconf CLK_TCK)
 
+# Messages the spool holds for the queue (0 without a spool).
+queued() {
+  curl -s --max-time 5 "http://127.0.0.1:$1/metrics" |
+    awk '/^smtp_auth_proxy_queue_messages[ {]/ {n += $NF} END {print n + 0}'
+}
+
 # run ROW SIDE PORT PID ARGS...: one load.py run; appends
 # "ROW SIDE c rate p99 us/op helper_us/op fail upstream_us/op".
 run() {
@@ -130,6 +142,11 @@ run() {
   for a in "$@"; do [ "${prev:-}" = --msgs ] && msgs=$a; prev=$a; done; prev=
   c0=$(ticks "$pid"); h0=$(ticks "$authhttp_pid"); u0=$(ticks "$upstream_pid")
   line=$(python3 "$PEERS/load.py" "127.0.0.1:$port" "$@" --max-seconds "$MAXS" --label "$side-$row")
+  # Through the spool, a message's cost includes its delivery by the queue: wait until it is
+  # empty (at most a minute) before reading the CPU.
+  if [ "$side" = ours-spool ]; then
+    for _ in $(seq 600); do [ "$(queued "${metrics_of[spool]}")" = 0 ] && break; sleep 0.1; done
+  fi
   c1=$(ticks "$pid"); h1=$(ticks "$authhttp_pid"); u1=$(ticks "$upstream_pid")
   echo "$line" >> "$OUT"
   ok=$(grep -o ' ok=[0-9]*' <<<"$line" | head -1 | cut -d= -f2)
