@@ -7,20 +7,39 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// `Tue, 24 Nov 2026 09:05:03 +0000`. Always UTC: the daemon runs as a service, and a trace
 /// header in UTC is unambiguous.
 pub fn rfc5322_date(t: SystemTime) -> String {
+    // Every greeting and every `Received:` line has one: built by hand, not through `format!`.
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let days = secs / 86_400;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{}, {} {} {} {:02}:{:02}:{:02} +0000",
-        WEEKDAYS[(days % 7) as usize],
-        d,
-        MONTHS[(m - 1) as usize],
-        y,
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let mut out = String::with_capacity(32);
+    out.push_str(WEEKDAYS[(days % 7) as usize]);
+    out.push_str(", ");
+    push_number(&mut out, d.into(), 1);
+    out.push(' ');
+    out.push_str(MONTHS[(m - 1) as usize]);
+    out.push(' ');
+    push_number(&mut out, y.unsigned_abs(), 4);
+    for (sep, n) in [(' ', rem / 3600), (':', rem % 3600 / 60), (':', rem % 60)] {
+        out.push(sep);
+        push_number(&mut out, n, 2);
+    }
+    out.push_str(" +0000");
+    out
+}
+
+/// `n` in decimal, zero-padded to `width` digits.
+fn push_number(out: &mut String, n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    while n > 0 || digits.len() - i < width {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    // ASCII digits only.
+    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or_default());
 }
 
 /// `Tue, 04 Nov 2026 09:05:03 GMT`: HTTP's IMF-fixdate (RFC 9110 §5.6.7), for the `Date`
@@ -73,6 +92,11 @@ mod tests {
         assert_eq!(
             rfc5322_date(UNIX_EPOCH + Duration::from_secs(1_709_210_096)),
             "Thu, 29 Feb 2024 12:34:56 +0000"
+        );
+        // 2026-12-05 09:05:03 UTC: a one-digit day, leading zeros in the time.
+        assert_eq!(
+            rfc5322_date(UNIX_EPOCH + Duration::from_secs(1_796_461_503)),
+            "Sat, 5 Dec 2026 09:05:03 +0000"
         );
         assert_eq!(
             http_date(UNIX_EPOCH + Duration::from_secs(784_111_777)),

@@ -99,20 +99,30 @@ impl Reply {
     /// Appends the reply in wire form. Enhanced codes are written only where the client was
     /// offered ENHANCEDSTATUSCODES (RFC 2034 §3), which is also what Postfix does.
     pub fn write_to(&self, out: &mut Vec<u8>, enhanced_codes: bool) {
+        // Every reply of every session passes here: digits are pushed directly, no `format!`.
+        let enhanced = self.enhanced.filter(|_| enhanced_codes);
         let last = self.lines.len().saturating_sub(1);
         for (i, line) in self.lines.iter().enumerate() {
-            let sep = if i == last { ' ' } else { '-' };
-            let mut head = format!("{}{}", self.code, sep);
-            if enhanced_codes && let Some(e) = self.enhanced {
-                head.push_str(&e.to_string());
+            push_decimal(out, self.code.into());
+            out.push(if i == last { b' ' } else { b'-' });
+            if let Some(e) = enhanced {
+                push_decimal(out, e.0.into());
+                out.push(b'.');
+                push_decimal(out, e.1.into());
+                out.push(b'.');
+                push_decimal(out, e.2.into());
                 if !line.is_empty() {
-                    head.push(' ');
+                    out.push(b' ');
                 }
             }
-            out.extend_from_slice(head.as_bytes());
             // A text line never carries CR or LF of its own: a next hop's text is relayed, and
             // must not be able to forge extra reply lines.
-            out.extend(line.bytes().filter(|&b| b != b'\r' && b != b'\n'));
+            let text = line.as_bytes();
+            if text.iter().any(|&b| b == b'\r' || b == b'\n') {
+                out.extend(text.iter().filter(|&&b| b != b'\r' && b != b'\n'));
+            } else {
+                out.extend_from_slice(text);
+            }
             out.extend_from_slice(b"\r\n");
         }
     }
@@ -137,7 +147,11 @@ impl Reply {
             let raw = &buf[pos..pos + nl];
             let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
             pos += nl + 1;
-            let line = String::from_utf8_lossy(raw);
+            // Valid UTF-8 (every real reply) is borrowed; the lossy path only for the rest.
+            let line = match std::str::from_utf8(raw) {
+                Ok(l) => Cow::Borrowed(l),
+                Err(_) => String::from_utf8_lossy(raw),
+            };
             let bad = || ReplyError::Malformed(line.chars().take(80).collect());
             let bytes = line.as_bytes();
             if bytes.len() < 3 || !bytes[..3].iter().all(u8::is_ascii_digit) || bytes[0] < b'2' {
@@ -193,6 +207,22 @@ impl Reply {
     }
 }
 
+/// `n` in decimal, without going through `fmt`.
+fn push_decimal(out: &mut Vec<u8>, n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
 impl fmt::Display for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.enhanced {
@@ -236,6 +266,24 @@ mod tests {
             Reply::parse(&vec![b'2'; MAX_LINE + 10]),
             Err(ReplyError::TooLong)
         );
+    }
+
+    #[test]
+    fn codes_are_written_as_written_in_every_line() {
+        let r = Reply {
+            code: 250,
+            enhanced: Some(Enhanced(2, 10, 0)),
+            lines: vec!["first".into(), "".into(), "last".into()],
+        };
+        let mut out = Vec::new();
+        r.write_to(&mut out, true);
+        assert_eq!(
+            out,
+            b"250-2.10.0 first\r\n250-2.10.0\r\n250 2.10.0 last\r\n"
+        );
+        let mut out = Vec::new();
+        Reply::plain(0, "odd").write_to(&mut out, true);
+        assert_eq!(out, b"0 odd\r\n");
     }
 
     #[test]

@@ -813,7 +813,14 @@ fn sighup_reloads_a_valid_configuration_and_keeps_the_old_one_on_errors() {
             up.port
         )
     };
-    let d = Daemon::start(dir, &conf("127.0.0.0/8", ""), 1);
+    // Two serving threads whatever the machine: a reload binds every added Listen once per
+    // thread, and that path must be the one tested.
+    let d = Daemon::start_env(
+        dir,
+        &conf("127.0.0.0/8", ""),
+        1,
+        &[("SMTP_AUTH_PROXY_THREADS", "2")],
+    );
     let hup = || run("kill", &["-HUP", &d.pid().to_string()]);
     let (mut old, _) = Client::ehlo(d.port());
     assert_eq!(old.relay_code(), 250);

@@ -66,9 +66,7 @@ pub fn new_challenge(hostname: &str) -> String {
     let mut nonce = [0u8; 8];
     // The provider's generator is the operating system's; if it fails, the time still makes
     // the challenge unique.
-    let _ = rustls::crypto::ring::default_provider()
-        .secure_random
-        .fill(&mut nonce);
+    let _ = crate::crypto::provider().secure_random.fill(&mut nonce);
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());

@@ -11,6 +11,7 @@ pub mod tls;
 use crate::model::addr::HostPort;
 use crate::net::BoxIo;
 use crate::reply::{Reply, ReplyError};
+use std::borrow::Cow;
 use std::fmt;
 use std::io;
 use std::time::Duration;
@@ -56,8 +57,8 @@ pub struct SmtpClient {
     rbuf: Vec<u8>,
     /// `host:port` as configured, for logs.
     pub server: String,
-    /// EHLO keywords (upper case) with their arguments.
-    extensions: Vec<(String, String)>,
+    /// The lines of the EHLO reply after the first: each a keyword and its arguments.
+    extensions: Vec<Cow<'static, str>>,
     pub timeout: Duration,
 }
 
@@ -101,26 +102,21 @@ impl SmtpClient {
             self.extensions.clear();
             return self.command(&format!("HELO {name}")).await;
         }
+        let mut reply = reply;
         if reply.is_positive() {
-            self.extensions = reply
-                .lines
-                .iter()
-                .skip(1)
-                .map(|l| {
-                    let (k, v) = l.split_once(' ').unwrap_or((l, ""));
-                    (k.to_ascii_uppercase(), v.to_owned())
-                })
-                .collect();
+            // The keyword lines are kept as they came and read when asked: splitting them into
+            // owned pairs cost two allocations a line on every upstream connection.
+            self.extensions = reply.lines.split_off(1.min(reply.lines.len()));
         }
         Ok(reply)
     }
 
     /// The arguments of an EHLO keyword, if the server offered it.
     pub fn extension(&self, keyword: &str) -> Option<&str> {
-        self.extensions
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(keyword))
-            .map(|(_, v)| v.as_str())
+        self.extensions.iter().find_map(|l| {
+            let (k, v) = l.split_once(' ').unwrap_or((l, ""));
+            k.eq_ignore_ascii_case(keyword).then_some(v)
+        })
     }
 
     /// Whether the server offered `AUTH` with `mechanism`.
@@ -167,7 +163,11 @@ impl SmtpClient {
                 Ok(None) => {}
                 Err(e) => return Err(ClientError::Garbage(e)),
             }
-            self.rbuf.reserve(4096);
+            // Replies are small: the first kilobyte serves most connections whole, and growing
+            // it only when nearly full spares a reallocation per connection.
+            if self.rbuf.capacity() - self.rbuf.len() < 512 {
+                self.rbuf.reserve(4096);
+            }
             let n = timeout(self.timeout, self.stream.read_buf(&mut self.rbuf))
                 .await
                 .map_err(|_| ClientError::Timeout)??;

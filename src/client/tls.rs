@@ -17,7 +17,7 @@ use std::sync::Arc;
 /// The client configuration for `verify`, trusting the CAs in `ca_file` where it checks.
 /// One configuration is shared by every upstream connection, so TLS sessions are resumed.
 pub fn client_config(verify: TlsVerify, ca_file: &Path) -> Result<Arc<ClientConfig>, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(crate::crypto::provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;

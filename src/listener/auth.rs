@@ -161,7 +161,7 @@ impl Session {
         }
         self.set_context("auth_status", outcome.verdict.status());
         self.set_context("auth_name", offered.mechanism.name());
-        self.set_context("auth_user", &username);
+        self.set_context("auth_user", username.clone());
         let summary = format!(
             "session {}: AUTH {} user={} {} ({})",
             self.id,

@@ -33,7 +33,7 @@ impl Session {
                 .map_or_else(|| "unix".to_owned(), |ip| ip.to_string())
         ))];
         if esmtp {
-            lines.extend(self.extension_lines().into_iter().map(Cow::Owned));
+            lines.extend(self.extension_lines());
         }
         self.conn.enhanced_codes = esmtp && self.scope.extensions.enhanced_status_codes;
         self.helo = Some(Helo { name, esmtp });
@@ -47,9 +47,10 @@ impl Session {
     /// The EHLO keywords for this client, in Momentum's order and form: PIPELINING and
     /// 8BITMIME always; AUTH once as the legacy `AUTH=…` and once as `AUTH …`, with every
     /// mechanism on one line; no trailing space on keywords without arguments.
-    pub fn extension_lines(&self) -> Vec<String> {
+    pub fn extension_lines(&self) -> Vec<Cow<'static, str>> {
         let ext = &self.scope.extensions;
-        let mut lines = vec!["PIPELINING".to_owned(), "8BITMIME".to_owned()];
+        // Fixed keywords are borrowed: only the lines with arguments are built per session.
+        let mut lines: Vec<Cow<'static, str>> = vec!["PIPELINING".into(), "8BITMIME".into()];
         if ext.enhanced_status_codes {
             lines.push("ENHANCEDSTATUSCODES".into());
         }
@@ -57,7 +58,7 @@ impl Session {
             lines.push("DSN".into());
         }
         if let Some(max) = self.scope.max_message_size {
-            lines.push(format!("SIZE {max}"));
+            lines.push(format!("SIZE {max}").into());
         }
         for (on, name) in [
             (ext.xremoteip, "XREMOTEIP"),
@@ -65,7 +66,7 @@ impl Session {
             (ext.xsetcontext, "XSETCONTEXT"),
         ] {
             if on {
-                lines.push(name.to_owned());
+                lines.push(name.into());
             }
         }
         if ext.xclient {
@@ -79,8 +80,9 @@ impl Session {
                 .iter()
                 .map(|m| m.mechanism.name())
                 .collect();
-            lines.push(format!("AUTH={}", names.join(" ")));
-            lines.push(format!("AUTH {}", names.join(" ")));
+            let names = names.join(" ");
+            lines.push(format!("AUTH={names}").into());
+            lines.push(format!("AUTH {names}").into());
         }
         if self.scope.starttls_available() && self.tls.is_none() {
             lines.push("STARTTLS".into());

@@ -99,7 +99,7 @@ pub struct Session {
     pub tls: Option<String>,
     pub auth: Option<Authenticated>,
     /// The connection context (`auth_status`, `can_relay`, XSETCONTEXT keys), in set order.
-    pub context: Vec<(String, String)>,
+    pub context: Vec<(Cow<'static, str>, Cow<'static, str>)>,
     pub txn: Option<Transaction>,
     /// The connection to the next hop, kept for the session's further transactions.
     pub hop: Option<SmtpClient>,
@@ -375,10 +375,17 @@ impl Session {
         self.set_context("can_relay", v);
     }
 
-    pub fn set_context(&mut self, key: &str, value: &str) {
-        match self.context.iter_mut().find(|(k, _)| k == key) {
-            Some((_, v)) => *v = value.to_owned(),
-            None => self.context.push((key.to_owned(), value.to_owned())),
+    /// Sets a context key. Our own keys and most values are fixed words, borrowed: every
+    /// session sets several, and copying them was an allocation each.
+    pub fn set_context(
+        &mut self,
+        key: impl Into<Cow<'static, str>>,
+        value: impl Into<Cow<'static, str>>,
+    ) {
+        let (key, value) = (key.into(), value.into());
+        match self.context.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => *v = value,
+            None => self.context.push((key, value)),
         }
     }
 }

@@ -1,10 +1,11 @@
 //! rustls server configurations for STARTTLS and `Use_SSL`, built once at start-up for every
 //! distinct (`TLS_Certificate`, `TLS_Key`, `TLS_Protocols`, `TLS_Ciphers`) the configuration
 //! uses, so a bad key stops the daemon at start rather than failing a client's handshake.
+//! Each issues its own session tickets, under a key that lives as long as the configuration
+//! (a reload starts a new one: clients then make one full handshake).
 
 use crate::model::listener::{TlsCiphers, TlsVersions};
 use rustls::ServerConfig;
-use rustls::crypto::CryptoProvider;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::collections::HashMap;
@@ -68,7 +69,7 @@ fn build(key: &TlsKey) -> Result<ServerConfig, String> {
     }
     let private = PrivateKeyDer::from_pem_file(&key.key)
         .map_err(|e| format!("TLS_Key {}: {e}", key.key.display()))?;
-    let mut provider = rustls::crypto::ring::default_provider();
+    let mut provider = crate::crypto::provider();
     if let Some(names) = &key.suites {
         provider.cipher_suites.retain(|s| {
             let name = format!("{:?}", s.suite());
@@ -82,7 +83,7 @@ fn build(key: &TlsKey) -> Result<ServerConfig, String> {
     if key.versions.0 {
         versions.push(&rustls::version::TLS12);
     }
-    let config = ServerConfig::builder_with_provider(Arc::new(provider))
+    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&versions)
         .map_err(|e| format!("TLS_Protocols/TLS_Ciphers leave nothing to offer: {e}"))?
         .with_no_client_auth()
@@ -94,22 +95,23 @@ fn build(key: &TlsKey) -> Result<ServerConfig, String> {
                 key.key.display()
             )
         })?;
+    // Stateless session tickets (TLS 1.3, and TLS 1.2 clients that ask for them): a returning
+    // client resumes however many handshakes came between, on any serving thread, and nothing
+    // is stored per session. rustls' default, a cache of 256 sessions behind one lock, was
+    // full after 128 handshakes. The cache stays for TLS 1.2 clients without tickets.
+    config.ticketer = crate::crypto::ticketer()
+        .map_err(|e| format!("TLS session tickets cannot be issued: {e}"))?;
     Ok(config)
 }
 
-/// Installs ring as the process-wide provider, for the client side's defaults.
-pub fn install_provider() {
-    let _ = CryptoProvider::install_default(rustls::crypto::ring::default_provider());
-}
-
-/// Every name in [`RUSTLS_SUITES`] is a suite the ring provider has (checked by a test).
+/// Every name in [`RUSTLS_SUITES`] is a suite the provider has (checked by a test).
 #[cfg(test)]
 mod tests {
     use crate::model::listener::RUSTLS_SUITES;
 
     #[test]
     fn suite_names_match_rustls() {
-        let provider = rustls::crypto::ring::default_provider();
+        let provider = crate::crypto::provider();
         let have: Vec<String> = provider
             .cipher_suites
             .iter()

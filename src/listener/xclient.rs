@@ -126,7 +126,7 @@ impl Session {
         // LOGIN: the proxy in front authenticated the user, as Postfix's XCLIENT means it.
         if let Some(user) = login {
             self.set_context("auth_status", "pass");
-            self.set_context("auth_user", &user);
+            self.set_context("auth_user", user.clone());
             self.auth = Some(super::session::Authenticated {
                 user,
                 mechanism: crate::model::listener::Mechanism::Login,
@@ -134,7 +134,7 @@ impl Session {
             self.update_relay_context();
         }
         if let Some(h) = helo {
-            self.set_context("xclient_helo", &h);
+            self.set_context("xclient_helo", h);
         }
         self.conn.enhanced_codes = false;
         self.greet();
@@ -188,7 +188,7 @@ impl Session {
             );
             return;
         }
-        for (k, v) in &pairs {
+        for (k, v) in pairs {
             self.set_context(k, v);
         }
         self.reply(250, (2, 0, 0), "XSETCONTEXT accepted");

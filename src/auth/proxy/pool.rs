@@ -30,14 +30,19 @@ struct Host {
 /// thread at a time per key in practice.
 #[derive(Default)]
 pub struct Pool {
-    hosts: Mutex<HashMap<(ThreadId, HostPort), Host>>,
+    hosts: Mutex<HashMap<ThreadId, HashMap<HostPort, Host>>>,
 }
 
 impl Pool {
     fn with<R>(&self, host: &HostPort, f: impl FnOnce(&mut Host) -> R) -> R {
-        let key = (std::thread::current().id(), host.clone());
-        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        f(hosts.entry(key).or_default())
+        let mut threads = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        let hosts = threads.entry(std::thread::current().id()).or_default();
+        // Looked up by reference: a login takes and reserves, and a copy of the key each time
+        // was an allocation.
+        if !hosts.contains_key(host) {
+            hosts.insert(host.clone(), Host::default());
+        }
+        f(hosts.get_mut(host).expect("inserted above"))
     }
 
     /// A ready connection to `host` opened on this thread, the most recently opened one, if any
