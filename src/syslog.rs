@@ -7,6 +7,7 @@
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Facility `mail` (RFC 5424 table 1), as Momentum's logs go.
 pub const FACILITY_MAIL: u8 = 2;
@@ -29,8 +30,20 @@ pub struct Syslog {
     path: PathBuf,
     ident: String,
     pid: u32,
-    socket: Mutex<Option<UnixDatagram>>,
+    socket: Mutex<Link>,
 }
+
+/// The connection to syslogd, or when to try for one again.
+#[derive(Default)]
+struct Link {
+    socket: Option<UnixDatagram>,
+    /// After a failed connect (no syslogd), none is tried before this: a machine without
+    /// one would otherwise pay two sockets and two connects per line.
+    retry_at: Option<Instant>,
+}
+
+/// How long a failed connect is not tried again.
+const RETRY_AFTER: Duration = Duration::from_millis(200);
 
 impl Syslog {
     pub fn new(ident: &str, pid: u32) -> Syslog {
@@ -40,7 +53,7 @@ impl Syslog {
             path,
             ident: ident.to_owned(),
             pid,
-            socket: Mutex::new(None),
+            socket: Mutex::new(Link::default()),
         }
     }
 
@@ -54,17 +67,21 @@ impl Syslog {
             self.ident,
             self.pid
         );
-        let mut socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
+        let mut link = self.socket.lock().unwrap_or_else(|p| p.into_inner());
         for _ in 0..2 {
-            if socket.is_none() {
-                *socket = UnixDatagram::unbound()
+            if link.socket.is_none() {
+                if link.retry_at.is_some_and(|t| Instant::now() < t) {
+                    return false;
+                }
+                link.socket = UnixDatagram::unbound()
                     .and_then(|s| s.connect(&self.path).map(|()| s))
                     .ok();
+                link.retry_at = link.socket.is_none().then(|| Instant::now() + RETRY_AFTER);
             }
-            match socket.as_ref().map(|s| s.send(line.as_bytes())) {
+            match link.socket.as_ref().map(|s| s.send(line.as_bytes())) {
                 Some(Ok(_)) => return true,
                 // syslogd restarted (or was never there): reconnect and try once more.
-                _ => *socket = None,
+                _ => link.socket = None,
             }
         }
         false
