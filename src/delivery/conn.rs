@@ -7,6 +7,7 @@ use rustls_pki_types::ServerName;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -44,6 +45,8 @@ pub struct Conn {
     /// Bytes written since the connection opened.
     pub sent: u64,
     pub peer: SocketAddr,
+    /// The TCP socket under `io` (TLS or not), for its options.
+    fd: RawFd,
 }
 
 impl Conn {
@@ -55,11 +58,35 @@ impl Conn {
         // Each batch is written whole and then waited on: Nagle would only delay it.
         tcp.set_nodelay(true).map_err(Broken::Io)?;
         Ok(Conn {
+            fd: tcp.as_raw_fd(),
             io: Box::new(tcp),
             rbuf: Vec::with_capacity(4096),
             sent: 0,
             peer,
         })
+    }
+
+    /// Acknowledges what arrives next at once rather than after the delayed-ACK timer. For
+    /// pipelined replies: a next hop that writes each reply as it goes with Nagle's algorithm
+    /// on (Haraka does) holds the second until the first is acknowledged, which costs 40 ms
+    /// a message unless the ACK is prompt. Linux forgets the setting after a while, so it is
+    /// set before each wait.
+    pub fn ack_promptly(&self) {
+        #[cfg(target_os = "linux")]
+        {
+            let on: libc::c_int = 1;
+            // SAFETY: setsockopt on a descriptor `io` owns, with a value of the size given;
+            // a failure only leaves delayed ACKs on.
+            unsafe {
+                libc::setsockopt(
+                    self.fd,
+                    libc::IPPROTO_TCP,
+                    libc::TCP_QUICKACK,
+                    (&on as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        }
     }
 
     /// Writes `bytes` and flushes, within `limit`.

@@ -260,6 +260,9 @@ impl Outbound {
                 Expect::Data => (t.rcptto, Stage::Data),
                 Expect::Bdat => (t.body, Stage::Confirmation),
             };
+            if expect.len() > 1 {
+                self.conn.ack_promptly();
+            }
             let reply = match self.conn.reply(limit).await {
                 Ok(r) => r,
                 Err(err) => {
