@@ -53,6 +53,7 @@ pub fn run(config: Config, reload: &Reload, mut ready: Option<UnixStream>) -> i3
         spoolbase.clone(),
         spoolbase.join(crate::spool::QUEUE_DIR),
         spoolbase.join(crate::spool::CORRUPT_DIR),
+        spoolbase.join(crate::spool::SPARE_DIR),
     ];
     let dirs: Vec<&std::path::Path> = dirs.iter().map(|d| d.as_path()).collect();
     if let Err(e) = crate::privileges::prepare_dirs(&dirs, user.as_deref(), group.as_deref()) {

@@ -392,6 +392,44 @@ fn removal_takes_the_message_away_for_good() {
     assert!(queue_files(&dir.0).is_empty());
 }
 
+/// A delivered message's file carries the next message (the same inode, overwritten, no
+/// byte of the old one left), and the old bytes under a new name, as a crash could leave a
+/// spare renamed before its new content reached the disk, are set aside, never delivered.
+#[test]
+fn a_removed_message_file_is_reused_and_its_old_bytes_never_pass_for_a_new_message() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = Dir::new("reuse");
+    let rt = runtime();
+    let (s, _) = open(&dir.0);
+    let first = envelope(&s, 1);
+    let first_id = first.id;
+    let long = content(first_id, 20_000);
+    rt.block_on(store(&s, first, &long)).unwrap();
+    let inode = std::fs::metadata(file_of(&dir.0, first_id)).unwrap().ino();
+    let old_bytes = std::fs::read(file_of(&dir.0, first_id)).unwrap();
+    rt.block_on(s.remove(first_id)).unwrap();
+    let second = envelope(&s, 2);
+    let second_id = second.id;
+    let short = content(second_id, 300);
+    rt.block_on(store(&s, second, &short)).unwrap();
+    assert_eq!(s.counters().reused, 1);
+    let path = file_of(&dir.0, second_id);
+    assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode);
+    assert!(std::fs::metadata(&path).unwrap().len() < old_bytes.len() as u64);
+    drop(s);
+    let (s, recovered) = open(&dir.0);
+    assert_eq!(recovered.queued.len(), 1);
+    assert_eq!(recovered.queued[0].id(), second_id);
+    assert_eq!(&rt.block_on(s.content(second_id)).unwrap()[..], &short[..]);
+    drop(s);
+    // The old message's complete bytes under the new message's name.
+    std::fs::write(&path, &old_bytes).unwrap();
+    let (_s, recovered) = open(&dir.0);
+    assert!(recovered.queued.is_empty());
+    assert_eq!(recovered.set_aside.len(), 1);
+    assert!(queue_files(&dir.0).is_empty());
+}
+
 /// A stored file, cut at every length short of its own, is never a message: recovery moves it
 /// to corrupt/ each time. Content beyond a spill threshold is covered by a second message.
 #[test]

@@ -1,9 +1,10 @@
 //! Group commit. One thread takes every job waiting and makes them durable together: it
 //! writes the new files, starts their writeback all at once (`sync_file_range`), then
 //! `fdatasync`s the files and `fsync`s the queue directory, once for the whole batch, all side
-//! by side (`syncpool`). Only then
-//! is each waiting session told. Jobs that arrive while a batch is syncing form the next one,
-//! so the more sessions commit at once, the fewer directory syncs each message costs.
+//! by side (`syncpool`). Only then is each waiting session told. Jobs that arrive while a
+//! batch is syncing form the next one, so the more sessions commit at once, the fewer
+//! directory syncs each message costs. Removals need no sync of their own: the next batch's
+//! directory sync covers them, or one made for them within `REMOVAL_SYNC`.
 //!
 //! A thread of its own, not the serving threads' runtimes: a sync can take milliseconds and
 //! must not stall sessions.
@@ -13,17 +14,27 @@ use super::envelope::{AttemptMeta, RcptState};
 use super::error::SpoolError;
 use super::id::MessageId;
 use super::inplace;
+use super::spare::Spares;
 use super::syncpool::{SYNC_THREADS, Sync, SyncPool};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// The directory's place among a batch's syncs.
 const DIRECTORY: usize = usize::MAX;
+
+/// The longest a removal waits for the directory sync that makes it durable: a machine
+/// crash within it can bring a delivered message back (delivered twice, never lost), as
+/// with Postfix, which does not sync its removals at all. A process kill loses nothing.
+const REMOVAL_SYNC: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Without work this long, the spool is quiet: spares beyond the warm ones are trimmed.
+const QUIET: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The most jobs in one batch, so the first in line does not wait on an unbounded crowd.
 const MAX_BATCH: usize = 512;
@@ -78,7 +89,12 @@ pub(super) struct Committer {
 
 impl Committer {
     /// Starts the thread for the queue directory `dir` (open, for its `fsync`).
-    pub fn start(dir: File, dir_path: PathBuf, counters: Arc<Counters>) -> io::Result<Committer> {
+    pub fn start(
+        dir: File,
+        dir_path: PathBuf,
+        spares: Spares,
+        counters: Arc<Counters>,
+    ) -> io::Result<Committer> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 jobs: Vec::new(),
@@ -91,6 +107,8 @@ impl Committer {
             syncs: SyncPool::new(SYNC_THREADS - 1),
             dir: Arc::new(dir),
             dir_path,
+            spares,
+            unsynced_removals: None,
             counters,
         };
         let thread = std::thread::Builder::new()
@@ -137,6 +155,11 @@ struct Worker {
     syncs: SyncPool,
     dir: Arc<File>,
     dir_path: PathBuf,
+    /// Only this thread creates and removes message files, so it owns the spares.
+    spares: Spares,
+    /// Since when removals wait for a directory sync (none of their own: the next batch's,
+    /// or one of their own once [`REMOVAL_SYNC`] has passed).
+    unsynced_removals: Option<Instant>,
     counters: Arc<Counters>,
 }
 
@@ -151,7 +174,7 @@ enum Reply {
 struct Step {
     path: PathBuf,
     file: Option<Arc<File>>,
-    /// The job created or removed a directory entry: the batch's directory sync covers it.
+    /// The job created a directory entry: the batch's directory sync covers it.
     entry: bool,
     /// A new message: on failure, or when its session has gone, its file is removed.
     new: bool,
@@ -165,15 +188,50 @@ impl Worker {
             let batch = {
                 let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
                 while q.jobs.is_empty() && !q.closed {
-                    q = self.shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+                    let wait = if self.unsynced_removals.is_some() {
+                        REMOVAL_SYNC
+                    } else {
+                        QUIET
+                    };
+                    let (guard, waited) = self
+                        .shared
+                        .wake
+                        .wait_timeout(q, wait)
+                        .unwrap_or_else(|p| p.into_inner());
+                    q = guard;
+                    if waited.timed_out() {
+                        drop(q);
+                        if self.unsynced_removals.is_some() {
+                            self.sync_removals();
+                        } else if self.spares.trimmable() {
+                            self.spares.trim();
+                        }
+                        q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+                    }
                 }
                 if q.jobs.is_empty() {
+                    drop(q);
+                    self.sync_removals();
                     return;
                 }
                 let n = q.jobs.len().min(MAX_BATCH);
                 q.jobs.drain(..n).collect::<Vec<Job>>()
             };
             self.commit(batch);
+        }
+    }
+
+    /// Makes the removals so far durable, if any are waiting.
+    fn sync_removals(&mut self) {
+        if self.unsynced_removals.take().is_some() {
+            Counters::add(&self.counters.directory_syncs, 1);
+            if let Err(e) = self.dir.sync_all() {
+                // Their messages may come back after a crash, delivered twice, never lost.
+                crate::log_warning!(
+                    "spool: directory sync of {} after removals: {e}",
+                    self.dir_path.display()
+                );
+            }
         }
     }
 
@@ -204,9 +262,15 @@ impl Worker {
         // The directory is synced alongside the files, not after them: the message is
         // acknowledged only once both are durable, and a crash between the two leaves either
         // an entry without its data or data without an entry, neither ever acknowledged.
-        if steps.iter().any(|s| s.entry && s.result.is_ok()) {
+        // Removals ride along with a new message's directory sync, or wait for one of their
+        // own at most REMOVAL_SYNC.
+        let removals_due = self
+            .unsynced_removals
+            .is_some_and(|since| since.elapsed() >= REMOVAL_SYNC);
+        if removals_due || steps.iter().any(|s| s.entry && s.result.is_ok()) {
             Counters::add(&self.counters.directory_syncs, 1);
             targets.push((DIRECTORY, self.dir.clone(), Sync::Full));
+            self.unsynced_removals = None;
         }
         let mut dir_error = None;
         for (i, r) in self.syncs.sync(targets) {
@@ -230,7 +294,7 @@ impl Worker {
     }
 
     /// The job's writes, before any sync.
-    fn write(&self, job: Job) -> Step {
+    fn write(&mut self, job: Job) -> Step {
         let step = |path, file, entry, new, result, reply| Step {
             path,
             file,
@@ -245,19 +309,12 @@ impl Worker {
                     // The session went before its turn: nothing to do.
                     return step(path, None, false, false, Ok(()), Reply::Nobody);
                 }
-                let created = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path);
-                let (file, result) = match created {
-                    Ok(mut f) => {
-                        let r = f
-                            .write_all(&image)
-                            .map_err(|e| SpoolError::io("write", &path, e));
-                        (Some(Arc::new(f)), r)
+                let (file, result) = match self.spares.reuse(&path, &image) {
+                    Some(f) => {
+                        Counters::add(&self.counters.reused, 1);
+                        (Some(Arc::new(f)), Ok(()))
                     }
-                    Err(e) => (None, Err(SpoolError::io("create", &path, e))),
+                    None => create(&path, &image),
                 };
                 let new = file.is_some();
                 step(
@@ -293,15 +350,16 @@ impl Worker {
                 Err(e) => step(path, None, false, false, Err(e), Reply::Unit(done)),
             },
             Job::Remove { path, id, done } => {
-                let result = match std::fs::remove_file(&path) {
+                let result = match self.spares.retire(&path) {
                     Ok(()) => {
                         Counters::add(&self.counters.removals, 1);
+                        self.unsynced_removals.get_or_insert_with(Instant::now);
                         Ok(())
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => Err(SpoolError::NotFound(id)),
                     Err(e) => Err(SpoolError::io("remove", &path, e)),
                 };
-                step(path, None, true, false, result, Reply::Unit(done))
+                step(path, None, false, false, result, Reply::Unit(done))
             }
             Job::Discard { path } => {
                 let _ = std::fs::remove_file(&path);
@@ -346,5 +404,23 @@ impl Worker {
         if new && !failed && !delivered {
             let _ = std::fs::remove_file(&path);
         }
+    }
+}
+
+/// A new file at `path` holding `image`, not yet synced.
+fn create(path: &Path, image: &[u8]) -> (Option<Arc<File>>, Result<(), SpoolError>) {
+    let created = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        Ok(mut f) => {
+            let r = f
+                .write_all(image)
+                .map_err(|e| SpoolError::io("write", path, e));
+            (Some(Arc::new(f)), r)
+        }
+        Err(e) => (None, Err(SpoolError::io("create", path, e))),
     }
 }

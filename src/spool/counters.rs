@@ -13,6 +13,7 @@ pub(super) struct Counters {
     pub batches: AtomicU64,
     pub updates: AtomicU64,
     pub removals: AtomicU64,
+    pub reused: AtomicU64,
 }
 
 /// A snapshot of the spool's counters since it was opened.
@@ -34,6 +35,8 @@ pub struct SpoolCounters {
     pub updates: u64,
     /// Messages removed.
     pub removals: u64,
+    /// New messages written into a spare file (a removed message's) instead of a new one.
+    pub reused: u64,
 }
 
 impl Counters {
@@ -52,6 +55,7 @@ impl Counters {
             batches: get(&self.batches),
             updates: get(&self.updates),
             removals: get(&self.removals),
+            reused: get(&self.reused),
         }
     }
 }

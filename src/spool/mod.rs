@@ -10,7 +10,7 @@
 //! Syncs are gathered: one thread commits every message waiting at once, `fdatasync` for each
 //! file and one `fsync` of the directory for the whole batch (`commit`). At start, `open`
 //! queues every complete file again and moves incomplete or corrupt ones to
-//! `Spoolbase/corrupt/`.
+//! `Spoolbase/corrupt/`. A delivered message's file is kept for a later one (`spare`).
 //!
 //! Layering: the spool imports nothing above it; the listener stores through [`Incoming`], the
 //! queue manager updates and removes, delivery reads [`Envelope`] and content.
@@ -26,6 +26,7 @@ mod incoming;
 mod inplace;
 mod read;
 mod recover;
+mod spare;
 mod syncpool;
 
 pub use content::Content;
@@ -37,6 +38,7 @@ pub use error::{Damage, ErrorClass, SpoolError};
 pub use id::{BadMessageId, MessageId};
 pub use incoming::{Incoming, Queued};
 pub use recover::{ListEntry, Recovered, SetAside, list};
+pub use spare::SPARE_DIR;
 
 use commit::{Committer, Done, Job};
 use content::Budget;
@@ -144,7 +146,9 @@ impl Spool {
         let scan = recover::recover(&queue, &corrupt, options.memory_threshold as u64, &budget)?;
         let dir = File::open(&queue).map_err(|e| SpoolError::io("open", &queue, e))?;
         let counters = Arc::new(Counters::default());
-        let committer = Committer::start(dir, queue.clone(), counters.clone())
+        let spares = spare::Spares::open(spoolbase)
+            .map_err(|e| SpoolError::io("open", spoolbase.join(SPARE_DIR), e))?;
+        let committer = Committer::start(dir, queue.clone(), spares, counters.clone())
             .map_err(|e| SpoolError::io("start committer for", &queue, e))?;
         let spool = Spool {
             base: spoolbase.to_path_buf(),
@@ -206,8 +210,10 @@ impl Spool {
         blocking(move || inplace::write(&path, id, &[], Some(&meta)).map(drop)).await
     }
 
-    /// Removes a message whose recipients are all final: unlink, then the directory sync of
-    /// the next group commit, before it returns.
+    /// Removes a message whose recipients are all final: its file leaves the queue directory
+    /// (kept as a spare). The directory sync that makes that durable is the next group
+    /// commit's, or its own within 100 ms: a machine crash before it brings the message back
+    /// (a duplicate, never a loss).
     pub async fn remove(&self, id: MessageId) -> Result<(), SpoolError> {
         self.run(|done| Job::Remove {
             path: self.path_of(id),
