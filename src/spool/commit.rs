@@ -33,6 +33,9 @@ const DIRECTORY: usize = usize::MAX;
 /// with Postfix, which does not sync its removals at all. A process kill loses nothing.
 const REMOVAL_SYNC: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// How long a batch waits for company when commits come side by side.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Without work this long, the spool is quiet: spares beyond the warm ones are trimmed.
 const QUIET: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -109,6 +112,7 @@ impl Committer {
             dir_path,
             spares,
             unsynced_removals: None,
+            busy: false,
             counters,
         };
         let thread = std::thread::Builder::new()
@@ -160,6 +164,8 @@ struct Worker {
     /// Since when removals wait for a directory sync (none of their own: the next batch's,
     /// or one of their own once [`REMOVAL_SYNC`] has passed).
     unsynced_removals: Option<Instant>,
+    /// The last batch had company: sessions are committing side by side.
+    busy: bool,
     counters: Arc<Counters>,
 }
 
@@ -215,7 +221,18 @@ impl Worker {
                     return;
                 }
                 let n = q.jobs.len().min(MAX_BATCH);
-                q.jobs.drain(..n).collect::<Vec<Job>>()
+                let mut batch = q.jobs.drain(..n).collect::<Vec<Job>>();
+                if self.busy && batch.len() < MAX_BATCH {
+                    // Others are committing too: a moment's wait lets more share this
+                    // batch's syncs.
+                    drop(q);
+                    std::thread::sleep(LINGER);
+                    q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+                    let n = q.jobs.len().min(MAX_BATCH - batch.len());
+                    batch.extend(q.jobs.drain(..n));
+                }
+                self.busy = batch.len() > 1;
+                batch
             };
             self.commit(batch);
         }
