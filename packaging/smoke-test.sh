@@ -56,6 +56,8 @@ for _ in $(seq 50); do grep -q PORT "$work/up" 2>/dev/null && break; sleep 0.1; 
 $SUDO env SMTP_AUTH_PROXY_SYSLOG="$work/log.sock" $bin -c "$conf" --pid-file "$work/pid"
 pid=$(cat "$work/pid")
 pids+=("$pid")
+# Log lines reach syslog from the daemon's log thread, a moment after it is ready.
+for _ in $(seq 50); do grep -q "listening on 127.0.0.1:$listen" "$work/syslog" && break; sleep 0.1; done
 grep -q "listening on 127.0.0.1:$listen" "$work/syslog"
 grep -q "^Uid:.*$(id -u smtp-auth-proxy)" "/proc/$pid/status"
 
@@ -78,6 +80,7 @@ test "$(stat -c %U /var/spool/smtp-auth-proxy/queue)" = smtp-auth-proxy
 grep -q "@R@someone@example.net@" /var/log/smtp-auth-proxy/mainlog.ec
 for _ in $(seq 50); do grep -q "@D@example.net@" /var/log/smtp-auth-proxy/mainlog.ec && break; sleep 0.1; done
 grep -q "@D@example.net@" /var/log/smtp-auth-proxy/mainlog.ec
+for _ in $(seq 50); do $bin queue -c "$conf" list | grep -q "Mail queue is empty" && break; sleep 0.1; done
 $bin queue -c "$conf" list | grep -q "Mail queue is empty"
 
 # SIGHUP with an invalid file: logged, and the old configuration serves on.
@@ -99,6 +102,7 @@ delivered 3
 $SUDO kill -TERM "$pid"
 for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 ! kill -0 "$pid" 2>/dev/null
+for _ in $(seq 50); do grep -q "stopped" "$work/syslog" && break; sleep 0.1; done
 grep -q "stopped" "$work/syslog"
 
 rpm -qpl "$rpm"
