@@ -83,17 +83,28 @@ impl Spares {
                 .file_name()
                 .to_str()
                 .and_then(|n| n.parse::<u64>().ok());
+            // New names stay above every old one, adopted or not, so none is reused while a
+            // leftover that could not be removed still holds it.
+            if let Some(n) = n {
+                spares.next = spares.next.max(n + 1);
+            }
             match n {
-                Some(n) if !queued.contains(&entry.ino()) && spares.free.len() < MAX_SPARES => {
+                Some(_)
+                    if entry.file_type()?.is_file()
+                        && !queued.contains(&entry.ino())
+                        && spares.free.len() < MAX_SPARES =>
+                {
                     let bytes = entry.metadata()?.blocks() * 512;
-                    spares.next = spares.next.max(n + 1);
                     spares.held += bytes;
                     spares.free.push(Spare {
                         path: entry.path(),
                         bytes,
                     });
                 }
-                _ => std::fs::remove_file(entry.path())?,
+                // Not adopted either way: a name that cannot go is left alone.
+                _ => {
+                    let _ = std::fs::remove_file(entry.path());
+                }
             }
         }
         Ok(spares)
@@ -130,15 +141,20 @@ impl Spares {
         if self.free.len() < MAX_SPARES {
             let meta = std::fs::metadata(path)?;
             let mut bytes = meta.blocks() * 512;
+            let mut kept = true;
             if bytes > 0 && (meta.len() > MAX_WARM_FILE || self.held + bytes > WARM_BYTES) {
-                OpenOptions::new().write(true).open(path)?.set_len(0)?;
+                kept = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .and_then(|f| f.set_len(0))
+                    .is_ok();
                 bytes = 0;
             }
             let spare = self.dir.join(self.next.to_string());
             self.next += 1;
-            // A rename that cannot be made (another file system under queue/) falls back to
-            // the unlink.
-            if std::fs::rename(path, &spare).is_ok() {
+            // A file that cannot be truncated, or a rename that cannot be made (another file
+            // system under queue/), falls back to the unlink.
+            if kept && std::fs::rename(path, &spare).is_ok() {
                 self.held += bytes;
                 self.free.push(Spare { path: spare, bytes });
                 return Ok(());
@@ -228,6 +244,25 @@ mod tests {
         spares.retire(&d).unwrap();
         assert_eq!(spares.len(), 2);
         assert_eq!(std::fs::read_dir(base.join(SPARE_DIR)).unwrap().count(), 2);
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn leftovers_that_cannot_be_removed_never_block_a_start_nor_lend_their_names() {
+        let base = tempdir("leftovers");
+        drop(Spares::open(&base).unwrap());
+        // A directory under a spare's name (remove_file refuses it) and a foreign name.
+        let dir = base.join(SPARE_DIR).join("7");
+        std::fs::create_dir_all(dir.join("inside")).unwrap();
+        std::fs::write(base.join(SPARE_DIR).join("junk"), b"x").unwrap();
+        let mut spares = Spares::open(&base).unwrap();
+        assert_eq!(spares.len(), 0);
+        assert!(dir.join("inside").exists());
+        assert!(!base.join(SPARE_DIR).join("junk").exists());
+        let a = base.join("queue/A");
+        std::fs::write(&a, b"a").unwrap();
+        spares.retire(&a).unwrap();
+        assert_eq!(spares.free[0].path, base.join(SPARE_DIR).join("8"));
         std::fs::remove_dir_all(&base).unwrap();
     }
 
