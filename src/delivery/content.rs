@@ -31,12 +31,19 @@ impl<'a> Stuffer<'a> {
             return false;
         }
         let end = (self.pos + PIECE).min(self.content.len());
-        for &b in &self.content[self.pos..end] {
-            if self.at_line_start && b == b'.' {
+        // Whole lines are copied at once; only a dot at a line's start adds a byte.
+        while self.pos < end {
+            let rest = &self.content[self.pos..end];
+            if self.at_line_start && rest[0] == b'.' {
                 out.push(b'.');
             }
-            out.push(b);
-            self.at_line_start = b == b'\n';
+            let line = match rest.iter().position(|&b| b == b'\n') {
+                Some(lf) => &rest[..=lf],
+                None => rest,
+            };
+            out.extend_from_slice(line);
+            self.at_line_start = line.ends_with(b"\n");
+            self.pos += line.len();
         }
         self.pos = end;
         if self.pos == self.content.len() {
@@ -100,6 +107,42 @@ mod tests {
             b"a\n..b\r\n.\r\n",
             "after a bare LF too"
         );
+    }
+
+    /// Byte by byte, the plain reading of RFC 5321 §4.5.2 (and a dot after a bare LF).
+    fn stuffed_byte_by_byte(content: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut at_line_start = true;
+        for &b in content {
+            if at_line_start && b == b'.' {
+                out.push(b'.');
+            }
+            out.push(b);
+            at_line_start = b == b'\n';
+        }
+        if !content.is_empty() && !content.ends_with(b"\r\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn whole_lines_copied_at_once_stuff_exactly_as_byte_by_byte(
+            content in proptest::collection::vec(
+                proptest::sample::select(vec![b'.', b'\r', b'\n', b'a']), 0..400),
+            long_line in 0usize..3,
+        ) {
+            // Some inputs cross a piece boundary, inside a line or at a line's start.
+            let mut content = content;
+            if long_line > 0 {
+                let mut big = vec![b'x'; PIECE - long_line];
+                big.extend_from_slice(&content);
+                content = big;
+            }
+            proptest::prop_assert_eq!(stuffed(&content), stuffed_byte_by_byte(&content));
+        }
     }
 
     #[test]

@@ -416,7 +416,9 @@ impl Outbound {
     async fn send_data(&mut self, content: &[u8]) -> Result<Reply, Outcome> {
         let t = self.settings.timeouts.body;
         let mut stuffer = Stuffer::new(content);
-        let mut piece = Vec::with_capacity(content::PIECE + 8);
+        // Sized for the message, not the largest piece: a 64 KB buffer per small message costs
+        // the allocator a consolidation pass each time it is freed.
+        let mut piece = Vec::with_capacity(content.len().min(content::PIECE) + 8);
         while stuffer.next(&mut piece) {
             if let Err(e) = self.conn.write(&piece, t).await {
                 return Err(self.broken(&e, Stage::Body));
