@@ -60,6 +60,11 @@ impl Syslog {
     /// Sends one message; returns false when no syslog daemon took it (the caller may log it
     /// elsewhere so that nothing is lost).
     pub fn send(&self, facility: u8, severity: u8, message: &str) -> bool {
+        let mut link = self.socket.lock().unwrap_or_else(|p| p.into_inner());
+        // While no syslogd is there, a line is not even formatted.
+        if link.socket.is_none() && link.retry_at.is_some_and(|t| Instant::now() < t) {
+            return false;
+        }
         let line = format!(
             "<{}>{} {}[{}]: {message}",
             u16::from(facility) * 8 + u16::from(severity),
@@ -67,7 +72,6 @@ impl Syslog {
             self.ident,
             self.pid
         );
-        let mut link = self.socket.lock().unwrap_or_else(|p| p.into_inner());
         for _ in 0..2 {
             if link.socket.is_none() {
                 if link.retry_at.is_some_and(|t| Instant::now() < t) {

@@ -231,6 +231,7 @@ pub(super) async fn run(
             break;
         }
     }
+    m.mainlog.flush();
     if let Some((_, done)) = stop {
         let _ = done.send(());
     }
