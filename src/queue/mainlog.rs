@@ -300,13 +300,19 @@ mod tests {
         panic!("mainlog never had {lines} lines");
     }
 
-    #[test]
-    fn a_flush_writes_what_was_sent_before_it_even_while_the_writer_gathers() {
-        let dir = std::env::temp_dir().join(format!("mainlog-flush-{}", std::process::id()));
+    /// A writer to a fresh file in a directory of its own: (directory, file, mainlog).
+    fn started(tag: &str) -> (std::path::PathBuf, std::path::PathBuf, Mainlog) {
+        let dir = std::env::temp_dir().join(format!("mainlog-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("mainlog.ec");
         let _ = std::fs::remove_file(&path);
         let log = Mainlog::start(Target::File(path.clone()));
+        (dir, path, log)
+    }
+
+    #[test]
+    fn a_flush_writes_what_was_sent_before_it_even_while_the_writer_gathers() {
+        let (dir, path, log) = started("flush");
         log.heartbeat();
         // Written: the writer now lets the next records gather.
         wait_for(&path, 1);
@@ -319,11 +325,7 @@ mod tests {
 
     #[test]
     fn records_follow_momentums_field_layout() {
-        let dir = std::env::temp_dir().join(format!("mainlog-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("mainlog.ec");
-        let _ = std::fs::remove_file(&path);
-        let log = Mainlog::start(Target::File(path.clone()));
+        let (dir, path, log) = started("layout");
         let received = SystemTime::UNIX_EPOCH + Duration::from_secs(1_064_868_656);
         log.reception(&Reception {
             id: "0A0B0C0D0E0F1011",
