@@ -45,6 +45,8 @@ struct Spare {
     path: PathBuf,
     /// Disk it holds.
     bytes: u64,
+    /// Its length: a new message shorter than this must cut the old bytes off.
+    len: u64,
 }
 
 pub(super) struct Spares {
@@ -94,11 +96,13 @@ impl Spares {
                         && !queued.contains(&entry.ino())
                         && spares.free.len() < MAX_SPARES =>
                 {
-                    let bytes = entry.metadata()?.blocks() * 512;
+                    let meta = entry.metadata()?;
+                    let bytes = meta.blocks() * 512;
                     spares.held += bytes;
                     spares.free.push(Spare {
                         path: entry.path(),
                         bytes,
+                        len: meta.len(),
                     });
                 }
                 // Not adopted either way: a name that cannot go is left alone.
@@ -119,7 +123,7 @@ impl Spares {
         let reused = (|| {
             let mut f = OpenOptions::new().write(true).open(&spare.path)?;
             f.write_all(image)?;
-            if spare.bytes > image.len() as u64 {
+            if spare.len > image.len() as u64 {
                 f.set_len(image.len() as u64)?;
             }
             std::fs::rename(&spare.path, path)?;
@@ -141,6 +145,7 @@ impl Spares {
         if self.free.len() < MAX_SPARES {
             let meta = std::fs::metadata(path)?;
             let mut bytes = meta.blocks() * 512;
+            let mut len = meta.len();
             let mut kept = true;
             if bytes > 0 && (meta.len() > MAX_WARM_FILE || self.held + bytes > WARM_BYTES) {
                 kept = OpenOptions::new()
@@ -149,6 +154,7 @@ impl Spares {
                     .and_then(|f| f.set_len(0))
                     .is_ok();
                 bytes = 0;
+                len = 0;
             }
             let spare = self.dir.join(self.next.to_string());
             self.next += 1;
@@ -156,7 +162,11 @@ impl Spares {
             // system under queue/), falls back to the unlink.
             if kept && std::fs::rename(path, &spare).is_ok() {
                 self.held += bytes;
-                self.free.push(Spare { path: spare, bytes });
+                self.free.push(Spare {
+                    path: spare,
+                    bytes,
+                    len,
+                });
                 return Ok(());
             }
         }
