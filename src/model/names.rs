@@ -90,81 +90,56 @@ impl ScopeKind {
     }
 }
 
-/// Global options (besides the listener options Momentum also reads globally).
-const GLOBAL_OPTIONS: &[&str] = &[
-    "user_message_limit",
-    "user_recipient_limit",
-    "user_session_limit",
-    "address_message_limit",
-    "address_recipient_limit",
-    "address_session_limit",
-    "relay_hosts_message_limit",
-    "relay_hosts_recipient_limit",
+/// Global options (besides the listener options Momentum also reads globally): the sending
+/// limits, the routing and queue options, and those of a Domain scope.
+const GLOBAL_OPTIONS: &[&str] = &joined::<
+    {
+        super::limits::OPTIONS.len()
+            + GLOBAL_OWN.len()
+            + super::queue::QUEUE_OPTIONS.len()
+            + super::outbound::OPTIONS.len()
+    },
+>(&[
+    super::limits::OPTIONS,
+    GLOBAL_OWN,
+    super::queue::QUEUE_OPTIONS,
+    super::outbound::OPTIONS,
+]);
+
+const GLOBAL_OWN: &[&str] = &[
     "relay_hosts",
     "require_ehlo",
     "relay_domains",
     "gateway",
     "routes",
     "xclient",
+    "prohibited_hosts",
     "skip_hosts",
+    "server_max_outbound_connections",
     "spoolbase",
-    "retry_interval",
-    "max_retry_interval",
-    "max_retries",
-    "message_expiration",
-    "generate_bounces",
     "resolv_conf",
     "dns_nameservers",
     "use_ipv6",
-    // and those of a Domain scope (`outbound.rs`):
-    "tls",
-    "tls_verify",
-    "tls_ca",
-    "tls_ifavailable_fallback",
-    "max_outbound_connections",
-    "max_deliveries_per_connection",
-    "ehlo_hostname",
-    "send_8bitmime",
-    "connect_timeout",
-    "ehlo_timeout",
-    "mailfrom_timeout",
-    "rcptto_timeout",
-    "body_timeout",
-    "rset_timeout",
-    "idle_timeout",
 ];
 
-/// Options of `Domain "name" { }`.
-const DOMAIN_OPTIONS: &[&str] = &[
-    "retry_interval",
-    "max_retry_interval",
-    "max_retries",
-    "message_expiration",
-    "generate_bounces",
-    "gateway",
-    "routes",
-    "xclient",
-    "remote_smtp_port",
-    "tls",
-    "tls_verify",
-    "tls_ca",
-    "tls_ifavailable_fallback",
-    "max_outbound_connections",
-    "max_deliveries_per_connection",
-    "ehlo_hostname",
-    "send_8bitmime",
-    "connect_timeout",
-    "ehlo_timeout",
-    "mailfrom_timeout",
-    "rcptto_timeout",
-    "body_timeout",
-    "rset_timeout",
-    "idle_timeout",
-];
+/// Options of `Domain "name" { }`: the queue's, the routing ones, and the outbound session's.
+const DOMAIN_OPTIONS: &[&str] = &joined::<
+    { super::queue::QUEUE_OPTIONS.len() + DOMAIN_ROUTING.len() + super::outbound::OPTIONS.len() },
+>(&[
+    super::queue::QUEUE_OPTIONS,
+    DOMAIN_ROUTING,
+    super::outbound::OPTIONS,
+]);
 
-/// Options of the listener family (ESMTP_Listener, Listen, Peer); `listener.rs` says which of
-/// them each of the three accepts.
-pub const LISTENER_OPTIONS: &[&str] = &[
+const DOMAIN_ROUTING: &[&str] = &["gateway", "routes", "xclient"];
+
+/// Options of the listener family (ESMTP_Listener, Listen, Peer) and the sending limits;
+/// `listener.rs` says which of them each of the three accepts.
+pub const LISTENER_OPTIONS: &[&str] = &joined::<
+    { LISTENER_OWN.len() + super::limits::OPTIONS.len() },
+>(&[LISTENER_OWN, super::limits::OPTIONS]);
+
+const LISTENER_OWN: &[&str] = &[
     "enable",
     "smtp_extensions",
     "authloginparameters",
@@ -189,16 +164,26 @@ pub const LISTENER_OPTIONS: &[&str] = &[
     "tls_ciphers",
     "tls_protocols",
     "starttls_injection_policy",
-    // The sending limits (`limits.rs`).
-    "user_message_limit",
-    "user_recipient_limit",
-    "user_session_limit",
-    "address_message_limit",
-    "address_recipient_limit",
-    "address_session_limit",
-    "relay_hosts_message_limit",
-    "relay_hosts_recipient_limit",
 ];
+
+/// The lists in `parts`, one after the other: each option name is written once, in the file
+/// that reads it, and the scopes that share it are built from those lists.
+const fn joined<const N: usize>(parts: &[&[&'static str]]) -> [&'static str; N] {
+    let mut out = [""; N];
+    let mut n = 0;
+    let mut i = 0;
+    while i < parts.len() {
+        let mut j = 0;
+        while j < parts[i].len() {
+            out[n] = parts[i][j];
+            n += 1;
+            j += 1;
+        }
+        i += 1;
+    }
+    assert!(n == N, "N must be the parts' total length");
+    out
+}
 
 /// Valid Momentum names (options and scopes) that smtp-auth-proxy does not implement, from the
 /// vendor manual's option summary and the files in the corpus. They are reported as "not
