@@ -6,7 +6,6 @@
 //!
 //! Every other message goes to the spool (`store.rs`) and is delivered by the queue.
 
-use super::connection::ReadError;
 use super::data::DotCodec;
 use super::session::{Flow, Session, Transaction};
 use crate::log_warning;
@@ -137,21 +136,15 @@ impl Session {
         let mut too_big = false;
         let mut hop_failed = false;
         loop {
-            let chunk = match self.conn.data_chunk().await {
-                Ok(c) => c,
-                Err(e) => {
+            let end = match self.data_piece(&mut codec, &mut out).await {
+                Ok(end) => end,
+                Err(flow) => {
                     // The client left mid-message: dropping the upstream's connection without
                     // the final dot makes it discard the partial message.
                     self.hop = None;
-                    self.txn = None;
-                    if let ReadError::Idle = e {
-                        self.reply(421, (4, 4, 2), "Idle timeout, closing connection");
-                    }
-                    return Flow::Close;
+                    return flow;
                 }
             };
-            let (used, end) = codec.feed(chunk, &mut out);
-            self.conn.consume(used);
             if end {
                 // The end-of-data mark goes out with the last bytes: one write, not two.
                 out.extend_from_slice(b".\r\n");
@@ -178,11 +171,7 @@ impl Session {
         }
         let txn = self.txn.take().expect("DATA checked there is one");
         if too_big {
-            self.reply(
-                552,
-                (5, 3, 4),
-                "Message size exceeds fixed maximum message size",
-            );
+            self.refuse_oversized();
             return Flow::Continue;
         }
         let Some(hop) = self.hop.as_mut().filter(|_| !hop_failed) else {

@@ -9,6 +9,7 @@
 //! smuggling" through inconsistent end-of-data parsing. Memory stays bounded whatever the
 //! line lengths: bytes are decoded as they stream.
 
+use super::connection::ReadError;
 use super::session::{Flow, Session};
 use crate::date::rfc5322_date;
 use crate::header::HeaderField;
@@ -168,6 +169,39 @@ impl Session {
         } else {
             self.data_to_spool().await
         }
+    }
+
+    /// Reads the next piece of the client's message into `out` through `codec`; `Ok(true)` once
+    /// the end of data is read. A client that leaves (or idles out) mid-message ends the
+    /// transaction and the session, an idle one hearing `421` first; nothing of the message
+    /// was acknowledged.
+    pub(super) async fn data_piece(
+        &mut self,
+        codec: &mut DotCodec,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, Flow> {
+        let chunk = match self.conn.data_chunk().await {
+            Ok(c) => c,
+            Err(e) => {
+                self.txn = None;
+                if let ReadError::Idle = e {
+                    self.reply(421, (4, 4, 2), "Idle timeout, closing connection");
+                }
+                return Err(Flow::Close);
+            }
+        };
+        let (used, end) = codec.feed(chunk, out);
+        self.conn.consume(used);
+        Ok(end)
+    }
+
+    /// `552` for a message past `Max_Message_Size` (announced at MAIL, or found in DATA).
+    pub(super) fn refuse_oversized(&mut self) {
+        self.reply(
+            552,
+            (5, 3, 4),
+            "Message size exceeds fixed maximum message size",
+        );
     }
 
     /// The trace header this server adds (RFC 5321 §4.4), with the RFC 3848 protocol name. The

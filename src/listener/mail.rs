@@ -24,11 +24,7 @@ impl Session {
         if let (Some(n), Some(max)) = (mail.size, self.scope.max_message_size)
             && n > max
         {
-            self.reply(
-                552,
-                (5, 3, 4),
-                "Message size exceeds fixed maximum message size",
-            );
+            self.refuse_oversized();
             return;
         }
         if !self.sending_limit_mail().await {

@@ -8,7 +8,6 @@
 //! on. Whatever the client sends after a failed write is still read to its end, so the reply
 //! comes where the client expects it.
 
-use super::connection::ReadError;
 use super::data::DotCodec;
 use super::session::{Flow, Session};
 use crate::reply::Reply;
@@ -75,20 +74,12 @@ impl Session {
         let mut too_big = false;
         let mut failed: Option<SpoolError> = None;
         loop {
-            let chunk = match self.conn.data_chunk().await {
-                Ok(c) => c,
-                Err(e) => {
-                    // The client left mid-message: nothing was acknowledged, and dropping the
-                    // incoming message removes whatever of it reached the disk.
-                    self.txn = None;
-                    if let ReadError::Idle = e {
-                        self.reply(421, (4, 4, 2), "Idle timeout, closing connection");
-                    }
-                    return Flow::Close;
-                }
+            // A client that leaves mid-message: dropping the incoming message removes whatever
+            // of it reached the disk.
+            let end = match self.data_piece(&mut codec, &mut out).await {
+                Ok(end) => end,
+                Err(flow) => return flow,
             };
-            let (used, end) = codec.feed(chunk, &mut out);
-            self.conn.consume(used);
             if !too_big && max.is_some_and(|m| codec.size > m) {
                 too_big = true;
             }
@@ -106,11 +97,7 @@ impl Session {
         }
         let txn = self.txn.take().expect("DATA checked there is one");
         if too_big {
-            self.reply(
-                552,
-                (5, 3, 4),
-                "Message size exceeds fixed maximum message size",
-            );
+            self.refuse_oversized();
             return Flow::Continue;
         }
         let result = match failed {
