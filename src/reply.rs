@@ -127,6 +127,26 @@ impl Reply {
         }
     }
 
+    /// Takes the first complete reply off the front of `buf`, a connection's read buffer (what
+    /// follows it stays for the next call). `Ok(None)`: more bytes are needed; before reading
+    /// them, [`Reply::make_room`].
+    pub fn take_from(buf: &mut Vec<u8>) -> Result<Option<Reply>, ReplyError> {
+        let Some((reply, used)) = Reply::parse(buf)? else {
+            return Ok(None);
+        };
+        buf.drain(..used);
+        Ok(Some(reply))
+    }
+
+    /// Spare room in a read buffer for the rest of a reply. Replies are small: the first
+    /// kilobyte serves most connections whole, and growing only when nearly full spares a
+    /// reallocation per connection.
+    pub fn make_room(buf: &mut Vec<u8>) {
+        if buf.capacity() - buf.len() < 512 {
+            buf.reserve(4096);
+        }
+    }
+
     /// Parses one complete reply from the start of `buf`. `Ok(None)`: more bytes are needed.
     /// On success, returns the reply and how many bytes it used. The enhanced code of the first
     /// line, if any, is split off every line that carries it.

@@ -155,19 +155,10 @@ impl SmtpClient {
 
     pub async fn read_reply(&mut self) -> Result<Reply> {
         loop {
-            match Reply::parse(&self.rbuf) {
-                Ok(Some((reply, used))) => {
-                    self.rbuf.drain(..used);
-                    return Ok(reply);
-                }
-                Ok(None) => {}
-                Err(e) => return Err(ClientError::Garbage(e)),
+            if let Some(reply) = Reply::take_from(&mut self.rbuf).map_err(ClientError::Garbage)? {
+                return Ok(reply);
             }
-            // Replies are small: the first kilobyte serves most connections whole, and growing
-            // it only when nearly full spares a reallocation per connection.
-            if self.rbuf.capacity() - self.rbuf.len() < 512 {
-                self.rbuf.reserve(4096);
-            }
+            Reply::make_room(&mut self.rbuf);
             let n = timeout(self.timeout, self.stream.read_buf(&mut self.rbuf))
                 .await
                 .map_err(|_| ClientError::Timeout)??;

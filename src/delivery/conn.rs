@@ -106,15 +106,10 @@ impl Conn {
     pub async fn reply(&mut self, limit: Duration) -> Result<Reply, Broken> {
         timeout(limit, async {
             loop {
-                match Reply::parse(&self.rbuf) {
-                    Ok(Some((reply, used))) => {
-                        self.rbuf.drain(..used);
-                        return Ok(reply);
-                    }
-                    Ok(None) => {}
-                    Err(e) => return Err(Broken::Garbage(e)),
+                if let Some(reply) = Reply::take_from(&mut self.rbuf).map_err(Broken::Garbage)? {
+                    return Ok(reply);
                 }
-                self.rbuf.reserve(4096);
+                Reply::make_room(&mut self.rbuf);
                 let n = self.io.read_buf(&mut self.rbuf).await.map_err(Broken::Io)?;
                 if n == 0 {
                     return Err(Broken::Closed);
