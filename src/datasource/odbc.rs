@@ -94,23 +94,29 @@ pub fn connect(connection_string: &str) -> Result<Connection<'static>, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Runs `query` for `username` (its parameters filled in) and returns its result set.
+fn execute<'c>(
+    conn: &'c Connection<'_>,
+    query: &Query,
+    username: &str,
+) -> Result<impl Cursor + 'c, String> {
+    let params: Vec<_> = query
+        .params
+        .iter()
+        .map(|p| p.value(username).to_owned().into_parameter())
+        .collect();
+    conn.execute(&query.sql, &params[..], Some(DRIVER_TIMEOUT_SECS as usize))
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "the query returned no result set".into())
+}
+
 /// Runs the lookup: the first column of the first row, `None` for no row, NULL or empty.
 pub fn lookup(
     conn: &Connection<'_>,
     query: &Query,
     username: &str,
 ) -> Result<Option<String>, String> {
-    let params: Vec<_> = query
-        .params
-        .iter()
-        .map(|p| p.value(username).to_owned().into_parameter())
-        .collect();
-    let cursor = conn
-        .execute(&query.sql, &params[..], Some(DRIVER_TIMEOUT_SECS as usize))
-        .map_err(|e| e.to_string())?;
-    let Some(mut cursor) = cursor else {
-        return Err("the query returned no result set".into());
-    };
+    let mut cursor = execute(conn, query, username)?;
     let Some(mut row) = cursor.next_row().map_err(|e| e.to_string())? else {
         return Ok(None);
     };
@@ -126,17 +132,7 @@ pub fn lookup_row(
     query: &Query,
     username: &str,
 ) -> Result<Option<super::Row>, String> {
-    let params: Vec<_> = query
-        .params
-        .iter()
-        .map(|p| p.value(username).to_owned().into_parameter())
-        .collect();
-    let cursor = conn
-        .execute(&query.sql, &params[..], Some(DRIVER_TIMEOUT_SECS as usize))
-        .map_err(|e| e.to_string())?;
-    let Some(mut cursor) = cursor else {
-        return Err("the query returned no result set".into());
-    };
+    let mut cursor = execute(conn, query, username)?;
     let columns = cursor.num_result_cols().map_err(|e| e.to_string())?;
     let mut names = Vec::new();
     for i in 1..=columns {
