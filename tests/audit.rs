@@ -4,7 +4,7 @@
 mod common;
 
 use common::TempDir;
-use common::daemon::{Client, Daemon, SyslogSink, Upstream, plain_response, run, swaks};
+use common::daemon::{Client, Daemon, SyslogSink, Upstream, plain_response, run, sqlite, swaks};
 use common::postfix::Postfix;
 use std::time::{Duration, Instant};
 
@@ -292,15 +292,7 @@ fn a_datasource_timeout_is_written_to_acctlog_as_a_timeout() {
     let sink = SyslogSink::bind(dir.path().join("log"));
     let db = dir.path().join("slow.sqlite");
     // A query that counts to fifty million before it answers: longer than `timeout`.
-    let out = run(
-        "python3",
-        &[
-            "-c",
-            "import sqlite3,sys; sqlite3.connect(sys.argv[1]).execute('CREATE TABLE t (x)')",
-            db.to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success());
+    sqlite(&db, "CREATE TABLE t (x)");
     let conf = format!(
         r#"
 Datasource "slow" {{ uri = ( "sqlite:{}" ) }}

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::daemon::{Client, Daemon, Upstream, plain_response, run};
+use common::daemon::{Client, Daemon, Upstream, plain_response, run, sqlite};
 use common::{TempDir, load_text, messages};
 use smtp_auth_proxy::model::limits::{FailureMode, Measure, Rate, Subject};
 use smtp_auth_proxy::model::listener::Effective;
@@ -438,24 +438,6 @@ fn concurrent_sessions_are_limited_per_user_and_per_address() {
         e.cmd("RSET");
         ok
     });
-}
-
-/// Creates rows through the sqlite3 module (the daemon reads the file through ODBC).
-fn sqlite(db: &std::path::Path, sql: &str) {
-    let out = run(
-        "python3",
-        &[
-            "-c",
-            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()",
-            db.to_str().unwrap(),
-            sql,
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::daemon::{Certs, Client, Daemon, Upstream, auth_plain, dead_port, run};
+use common::daemon::{Certs, Client, Daemon, Upstream, auth_plain, dead_port, run, sqlite};
 use common::{TempDir, load_text, messages};
 use smtp_auth_proxy::model::{self, Config};
 use std::io::{Read, Write};
@@ -413,24 +413,6 @@ fn hop(command: &str, class: &str) -> String {
 
 fn tls(kind: &str, result: &str) -> String {
     format!("smtp_auth_proxy_tls_handshakes_total{{kind=\"{kind}\",result=\"{result}\"}}")
-}
-
-/// Creates tables through Python's sqlite3 (the daemon reads the file through ODBC).
-fn sqlite(db: &std::path::Path, sql: &str) {
-    let out = run(
-        "python3",
-        &[
-            "-c",
-            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()",
-            db.to_str().unwrap(),
-            sql,
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

@@ -10,7 +10,7 @@ mod common;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use common::TempDir;
-use common::daemon::{Client, Daemon, Upstream, dead_port, run};
+use common::daemon::{Client, Daemon, Upstream, dead_port, run, sqlite};
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -352,24 +352,6 @@ fn an_upstream_that_is_down_or_lacks_the_mechanism_is_a_454_never_a_535() {
             .wait_log("acctlog:")
             .contains("@alice\\@example.com@0"),
         "an error is logged as not authenticated"
-    );
-}
-
-/// Creates tables through Python's sqlite3 (the daemon reads the file through ODBC).
-fn sqlite(db: &Path, sql: &str) {
-    let out = run(
-        "python3",
-        &[
-            "-c",
-            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()",
-            db.to_str().unwrap(),
-            sql,
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
 }
 

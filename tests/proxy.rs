@@ -5,7 +5,7 @@ mod common;
 
 use common::TempDir;
 use common::daemon::{
-    Certs, Client, Daemon, PSQL, SyslogSink, Upstream, auth_plain, dead_port, run, swaks,
+    Certs, Client, Daemon, PSQL, SyslogSink, Upstream, auth_plain, dead_port, run, sqlite, swaks,
 };
 use common::fake_upstream::{Behaviour, FakeUpstream};
 use std::time::{Duration, Instant};
@@ -198,25 +198,6 @@ fn cram_md5_is_relayed_to_the_upstream() {
         "-a CRAM-MD5 -au carol -ap wrong --quit-after AUTH",
     );
     assert!(t.contains("535 5.7.8"), "{t}");
-}
-
-/// Creates `auth_servers(username, host)` rows through the sqlite3 module (the test's own
-/// tool; the daemon reads the file through the SQLite ODBC driver).
-fn sqlite(db: &std::path::Path, sql: &str) {
-    let out = run(
-        "python3",
-        &[
-            "-c",
-            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()",
-            db.to_str().unwrap(),
-            sql,
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

@@ -451,6 +451,25 @@ pub fn run(program: &str, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("{program}: {e}"))
 }
 
+/// Runs `sql` on the SQLite file `db` through Python's sqlite3 (the test's own tool; the
+/// daemon reads the file through the SQLite ODBC driver).
+pub fn sqlite(db: &std::path::Path, sql: &str) {
+    let out = run(
+        "python3",
+        &[
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()",
+            db.to_str().unwrap(),
+            sql,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// swaks against the daemon, with `args` split at whitespace; returns its transcript.
 pub fn swaks(port: u16, args: &str) -> String {
     let server = format!("127.0.0.1:{port}");
