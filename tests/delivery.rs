@@ -6,38 +6,12 @@ mod common;
 
 use common::TempDir;
 use common::daemon::{Certs, Upstream, dead_port};
+use common::delivery::{HOSTNAME, delivery};
 use common::dnsmasq::{Dnsmasq, SERVFAIL_DOMAIN};
+use common::rt;
 use smtp_auth_proxy::delivery::{
-    Body, Delivery, Disposition, Origin, OutboundMessage, Outcome, Recipient, Stage,
+    Body, Disposition, Origin, OutboundMessage, Outcome, Recipient, Stage,
 };
-use smtp_auth_proxy::dns::Resolver;
-use smtp_auth_proxy::model;
-use std::sync::Arc;
-
-const HOSTNAME: &str = "relay.test";
-
-/// Delivery built from `conf` (global options and Domain scopes) the way the daemon builds it.
-fn delivery(conf: &str) -> Delivery {
-    let loaded = common::load_text(&format!(
-        "{conf}\nESMTP_Listener {{ Listen \"127.0.0.1:25\" {{ }} }}\n"
-    ));
-    assert!(
-        !loaded.diagnostics.has_errors(),
-        "{:#?}",
-        common::messages(&loaded)
-    );
-    let (config, diags) = model::build(&loaded.root, &loaded.sources);
-    assert!(!diags.has_errors(), "{:#?}", diags.0);
-    let resolver = Resolver::from_settings(&config.routing.resolver).unwrap();
-    Delivery::new(&config.routing, Arc::new(resolver), HOSTNAME).unwrap()
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn message(id: &str, to: &[&str], content: &str) -> OutboundMessage {
     OutboundMessage {

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::rt;
+
 use common::dnsmasq::{Dnsmasq, SERVFAIL_DOMAIN, TIMEOUT_DOMAIN};
 use smtp_auth_proxy::dns::{Exchanger, LookupError, MxAnswer, Resolver};
 use std::net::IpAddr;
@@ -10,13 +12,6 @@ use std::time::Duration;
 
 fn resolver(dns: &Dnsmasq) -> Resolver {
     Resolver::with_nameservers(&[dns.addr()], Duration::from_millis(500), 1)
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn ip(s: &str) -> IpAddr {

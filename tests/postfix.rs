@@ -4,32 +4,12 @@
 
 mod common;
 
+use common::delivery::{HOSTNAME, delivery};
 use common::postfix::Postfix;
+use common::rt;
 use smtp_auth_proxy::delivery::{
-    Delivery, Disposition, INLINE_BDAT, Notify, Origin, OutboundMessage, Recipient, Ret,
+    Disposition, INLINE_BDAT, Notify, Origin, OutboundMessage, Recipient, Ret,
 };
-use smtp_auth_proxy::dns::Resolver;
-use smtp_auth_proxy::model;
-use std::sync::Arc;
-
-const HOSTNAME: &str = "relay.test";
-
-fn delivery(conf: &str) -> Delivery {
-    let loaded = common::load_text(&format!(
-        "{conf}\nESMTP_Listener {{ Listen \"127.0.0.1:25\" {{ }} }}\n"
-    ));
-    let (config, diags) = model::build(&loaded.root, &loaded.sources);
-    assert!(!diags.has_errors(), "{:#?}", diags.0);
-    let resolver = Resolver::from_settings(&config.routing.resolver).unwrap();
-    Delivery::new(&config.routing, Arc::new(resolver), HOSTNAME).unwrap()
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn message(sender: &str, to: &str, origin: Origin, content: Vec<u8>) -> OutboundMessage {
     OutboundMessage {

@@ -5,6 +5,14 @@ use smtp_auth_proxy::config::{self, LoadOptions, Loaded, MissingIncludes};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// A runtime on the test's own thread, for driving the library's async parts directly.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// A fresh directory under the system temp dir, removed when dropped.
 pub struct TempDir(pub PathBuf);
 
@@ -85,6 +93,7 @@ pub fn error_of(text: &str) -> String {
     errs[0].clone()
 }
 pub mod daemon;
+pub mod delivery;
 pub mod dnsmasq;
 pub mod fake_upstream;
 pub mod postfix;
