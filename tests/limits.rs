@@ -8,7 +8,7 @@
 mod common;
 
 use common::daemon::{Client, Daemon, Upstream, plain_response, run, sqlite};
-use common::{TempDir, load_text, messages};
+use common::{TempDir, build, load_text};
 use smtp_auth_proxy::model::limits::{FailureMode, Measure, Rate, Subject};
 use smtp_auth_proxy::model::listener::Effective;
 use std::process::{Child, Command, Stdio};
@@ -196,19 +196,6 @@ fn eventually(within: Duration, what: &str, mut try_it: impl FnMut() -> bool) {
 
 fn count(log: &str, needle: &str) -> usize {
     log.matches(needle).count()
-}
-
-/// The typed configuration of `text` and every diagnostic, rendered.
-fn build(text: &str) -> (smtp_auth_proxy::model::Config, Vec<String>) {
-    let loaded = load_text(text);
-    assert!(!loaded.diagnostics.has_errors(), "{:#?}", messages(&loaded));
-    let (config, diags) = smtp_auth_proxy::model::build(&loaded.root, &loaded.sources);
-    let msgs = diags
-        .0
-        .iter()
-        .map(|d| d.render(&loaded.sources, false))
-        .collect();
-    (config, msgs)
 }
 
 #[test]

@@ -7,8 +7,7 @@
 mod common;
 
 use common::daemon::{Certs, Client, Daemon, Upstream, auth_plain, dead_port, run, sqlite};
-use common::{TempDir, load_text, messages};
-use smtp_auth_proxy::model::{self, Config};
+use common::{TempDir, build};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
@@ -617,19 +616,6 @@ fn a_reload_moves_the_endpoint_and_counts_its_result() {
         value(&text, "smtp_auth_proxy_config_last_reload_successful"),
         0.0
     );
-}
-
-/// Builds the model; returns it with every diagnostic rendered `FILE:LINE:COL: sev: msg`.
-fn build(text: &str) -> (Config, Vec<String>) {
-    let loaded = load_text(text);
-    assert!(!loaded.diagnostics.has_errors(), "{:#?}", messages(&loaded));
-    let (config, diags) = model::build(&loaded.root, &loaded.sources);
-    let msgs = diags
-        .0
-        .iter()
-        .map(|d| d.render(&loaded.sources, false))
-        .collect();
-    (config, msgs)
 }
 
 /// The one error `text` has.

@@ -2,30 +2,17 @@
 
 mod common;
 
-use common::{TempDir, load_text, messages, opts};
+use common::{TempDir, build, opts};
 use smtp_auth_proxy::config;
+use smtp_auth_proxy::model;
 use smtp_auth_proxy::model::addr::{HostPort, ListenAddr};
 use smtp_auth_proxy::model::datasource::DatasourceUri;
 use smtp_auth_proxy::model::listener::{
     AuthBackend, Effective, InjectionPolicy, Mechanism, PeerRef, TlsVersions,
 };
 use smtp_auth_proxy::model::routing::OutboundXclient;
-use smtp_auth_proxy::model::{self, Config};
 use std::net::IpAddr;
 use std::time::Duration;
-
-/// Builds the model; returns it with every diagnostic rendered `FILE:LINE:COL: sev: msg`.
-fn build(text: &str) -> (Config, Vec<String>) {
-    let loaded = load_text(text);
-    assert!(!loaded.diagnostics.has_errors(), "{:#?}", messages(&loaded));
-    let (config, diags) = model::build(&loaded.root, &loaded.sources);
-    let msgs = diags
-        .0
-        .iter()
-        .map(|d| d.render(&loaded.sources, false))
-        .collect();
-    (config, msgs)
-}
 
 fn errors(msgs: &[String]) -> Vec<&String> {
     msgs.iter().filter(|m| m.contains(": error: ")).collect()

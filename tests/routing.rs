@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TempDir, load_text, messages};
+use common::TempDir;
 use smtp_auth_proxy::model::outbound::{EhloHostname, OutboundTls, OutboundTlsVerify};
 use smtp_auth_proxy::model::routing::{Lookup, NextHop, OutboundXclient, Route, Target};
 use smtp_auth_proxy::model::{self, Config};
@@ -13,15 +13,7 @@ use std::time::Duration;
 const LISTENER: &str = "\nESMTP_Listener { Listen \"127.0.0.1:25\" { } }\n";
 
 fn build(text: &str) -> (Config, Vec<String>) {
-    let loaded = load_text(&format!("{text}{LISTENER}"));
-    assert!(!loaded.diagnostics.has_errors(), "{:#?}", messages(&loaded));
-    let (config, diags) = model::build(&loaded.root, &loaded.sources);
-    let msgs = diags
-        .0
-        .iter()
-        .map(|d| d.render(&loaded.sources, false))
-        .collect();
-    (config, msgs)
+    common::build(&format!("{text}{LISTENER}"))
 }
 
 fn has(msgs: &[String], needle: &str) -> bool {

@@ -5,6 +5,20 @@ use smtp_auth_proxy::config::{self, LoadOptions, Loaded, MissingIncludes};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// Loads `text` (which must parse) and builds the model from it; returns the model with every
+/// diagnostic rendered `FILE:LINE:COL: sev: msg`.
+pub fn build(text: &str) -> (smtp_auth_proxy::model::Config, Vec<String>) {
+    let loaded = load_text(text);
+    assert!(!loaded.diagnostics.has_errors(), "{:#?}", messages(&loaded));
+    let (config, diags) = smtp_auth_proxy::model::build(&loaded.root, &loaded.sources);
+    let msgs = diags
+        .0
+        .iter()
+        .map(|d| d.render(&loaded.sources, false))
+        .collect();
+    (config, msgs)
+}
+
 /// A runtime on the test's own thread, for driving the library's async parts directly.
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
