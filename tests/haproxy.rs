@@ -6,25 +6,9 @@ mod common;
 
 use common::TempDir;
 use common::daemon::{Client, Daemon, PSQL, Upstream, plain_response};
-use std::process::{Child, Command, Stdio};
+use common::haproxy::Haproxy;
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-struct Haproxy(Child);
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[test]
 fn two_instances_behind_haproxy_share_a_postgresql_datasource() {
@@ -68,34 +52,8 @@ ESMTP_Listener {{
     );
     let a = Daemon::start(TempDir::new("lb-a"), &conf, 1);
     let b = Daemon::start(TempDir::new("lb-b"), &conf, 1);
-    let front = free_port();
-    let dir = TempDir::new("haproxy");
-    let cfg = dir.write(
-        "haproxy.cfg",
-        &format!(
-            "global\n  maxconn 100\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
-             frontend smtp\n  bind 127.0.0.1:{front}\n  default_backend edges\n\
-             backend edges\n  balance roundrobin\n  server a 127.0.0.1:{} send-proxy-v2\n  server b 127.0.0.1:{} send-proxy\n",
-            a.port(),
-            b.port()
-        ),
-    );
-    let _haproxy = Haproxy(
-        Command::new("haproxy")
-            .args(["-db", "-f", cfg.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", front)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "haproxy did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let haproxy = Haproxy::start(&[(a.port(), "send-proxy-v2"), (b.port(), "send-proxy")]);
+    let front = haproxy.port;
     let session = |from: &str| {
         let mut c = Client::connect_from(from, front);
         assert_eq!(c.reply().0, 220);

@@ -7,7 +7,8 @@
 
 mod common;
 
-use common::daemon::{Client, Daemon, Upstream, plain_response, run, sqlite};
+use common::daemon::{Client, Daemon, Upstream, dead_port, plain_response, run, sqlite};
+use common::haproxy::Haproxy;
 use common::{TempDir, build, load_text};
 use smtp_auth_proxy::model::limits::{FailureMode, Measure, Rate, Subject};
 use smtp_auth_proxy::model::listener::Effective;
@@ -15,14 +16,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A `redis-server` of the test's own: no persistence, stopped and started at will.
 struct Redis {
@@ -42,7 +35,7 @@ impl Redis {
             return None;
         }
         let mut r = Redis {
-            port: free_port(),
+            port: dead_port(),
             child: None,
         };
         r.run();
@@ -96,15 +89,6 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-struct Haproxy(Child);
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -495,29 +479,8 @@ fn two_instances_behind_haproxy_sharing_one_redis_enforce_one_limit() {
     let limit = r#"User_Message_Limit = "5/600""#;
     let a = daemon("lb-a", &up, &global, limit, "Proxy_Protocol = true");
     let b = daemon("lb-b", &up, &global, limit, "Proxy_Protocol = true");
-    let front = free_port();
-    let dir = TempDir::new("haproxy-limits");
-    let cfg = dir.write(
-        "haproxy.cfg",
-        &format!(
-            "global\n  maxconn 100\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
-             frontend smtp\n  bind 127.0.0.1:{front}\n  default_backend edges\n\
-             backend edges\n  balance roundrobin\n  server a 127.0.0.1:{} send-proxy-v2\n  server b 127.0.0.1:{} send-proxy-v2\n",
-            a.port(),
-            b.port()
-        ),
-    );
-    let _haproxy = Haproxy(
-        Command::new("haproxy")
-            .args(["-db", "-f", cfg.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    eventually(Duration::from_secs(10), "haproxy listens", || {
-        std::net::TcpStream::connect(("127.0.0.1", front)).is_ok()
-    });
+    let haproxy = Haproxy::start(&[(a.port(), "send-proxy-v2"), (b.port(), "send-proxy-v2")]);
+    let front = haproxy.port;
     // Six clients at once, two messages each, through both instances: five in all get through.
     let clients: Vec<_> = (0..6)
         .map(|_| {

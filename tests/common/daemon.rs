@@ -374,7 +374,8 @@ impl SyslogSink {
     }
 }
 
-/// A port with nothing listening (bound, then released).
+/// A port with nothing listening (bound, then released): for a server the test starts on it,
+/// or for a next hop that is down.
 pub fn dead_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()

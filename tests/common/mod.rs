@@ -110,4 +110,5 @@ pub mod daemon;
 pub mod delivery;
 pub mod dnsmasq;
 pub mod fake_upstream;
+pub mod haproxy;
 pub mod postfix;
