@@ -11,6 +11,7 @@ mod common;
 use common::TempDir;
 use common::daemon::{BIN, Client, Daemon, Upstream, dead_port, run};
 use common::dnsmasq::{Dnsmasq, SERVFAIL_DOMAIN};
+use common::tmpfs::Tmpfs;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -694,46 +695,6 @@ ESMTP_Listener {{ Listen "127.0.0.1:{port}" {{ }} }}
 
 // ---------------------------------------------------------------------------------------------
 // 4. A full disk.
-
-/// A tmpfs mounted for one test, unmounted (lazily) when dropped; `None`, said loudly, where
-/// mounting is not permitted.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(at).unwrap();
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0755"),
-                "tmpfs",
-            ])
-            .arg(at)
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Some(Tmpfs(at.to_owned())),
-            Ok(o) => {
-                eprintln!(
-                    "SKIPPED: cannot mount a tmpfs ({}); this test needs root and mount rights",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
-                None
-            }
-            Err(e) => {
-                eprintln!("SKIPPED: cannot run mount ({e}); this test needs root and mount rights");
-                None
-            }
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 /// Fills the file system under `path` to the last byte; returns the filler's path.
 fn fill(dir: &Path) -> PathBuf {

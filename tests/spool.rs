@@ -5,6 +5,9 @@
 //! Spools live under Cargo's target directory, on the project's disk, not under /tmp (which may
 //! be a tmpfs, where syncs cost nothing and group commit would never gather a batch).
 
+mod common;
+
+use common::tmpfs::Tmpfs;
 use proptest::prelude::*;
 use smtp_auth_proxy::spool::{
     self, AttemptMeta, Body, Damage, Envelope, ErrorClass, ListEntry, MessageId, Notify, Origin,
@@ -38,59 +41,6 @@ impl Dir {
 impl Drop for Dir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A small tmpfs mounted for one test, unmounted when dropped. `None` (after saying so loudly)
-/// where mounting is not permitted.
-struct Tmpfs(Dir);
-
-impl Tmpfs {
-    fn mount(tag: &str, size: &str) -> Option<Tmpfs> {
-        let dir = Dir::new(tag);
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0755"),
-                "tmpfs",
-            ])
-            .arg(&dir.0)
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Some(Tmpfs(dir)),
-            Ok(o) => {
-                eprintln!(
-                    "SKIPPED: cannot mount a tmpfs ({}); this test needs root and mount rights",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
-                None
-            }
-            Err(e) => {
-                eprintln!("SKIPPED: cannot run mount ({e}); this test needs root and mount rights");
-                None
-            }
-        }
-    }
-
-    fn remount(&self, mode: &str) {
-        let out = Command::new("mount")
-            .args(["-o", &format!("remount,{mode}")])
-            .arg(&self.0.0)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mount -o remount,{mode} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0.0).status();
     }
 }
 
@@ -777,10 +727,11 @@ fn many_concurrent_commits_cost_far_fewer_directory_syncs_than_messages() {
 /// ways a message can hit the wall: whole in memory at commit, and spilled while arriving.
 #[test]
 fn a_full_file_system_answers_full_and_leaves_no_file() {
-    let Some(fs) = Tmpfs::mount("full", "512k") else {
+    let dir = Dir::new("full");
+    let Some(fs) = Tmpfs::mount(&dir.0, "512k") else {
         return;
     };
-    let root = &fs.0.0;
+    let root = fs.path();
     let rt = runtime();
     let options = SpoolOptions {
         memory_threshold: 96 * 1024,
@@ -823,10 +774,11 @@ fn a_full_file_system_answers_full_and_leaves_no_file() {
 /// session's `451 4.3.0`), leave nothing, and work again once it is writable.
 #[test]
 fn a_read_only_spool_answers_read_only_and_recovers() {
-    let Some(fs) = Tmpfs::mount("ro", "1m") else {
+    let dir = Dir::new("ro");
+    let Some(fs) = Tmpfs::mount(&dir.0, "1m") else {
         return;
     };
-    let root = &fs.0.0;
+    let root = fs.path();
     let rt = runtime();
     let (s, _) = open(root);
     let env = envelope(&s, 1);

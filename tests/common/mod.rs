@@ -112,3 +112,4 @@ pub mod dnsmasq;
 pub mod fake_upstream;
 pub mod haproxy;
 pub mod postfix;
+pub mod tmpfs;
