@@ -8,8 +8,18 @@ use common::delivery::{HOSTNAME, delivery};
 use common::postfix::Postfix;
 use common::rt;
 use smtp_auth_proxy::delivery::{
-    Disposition, INLINE_BDAT, Notify, Origin, OutboundMessage, Recipient, Ret,
+    Disposition, INLINE_BDAT, MessageOutcome, Notify, Origin, OutboundMessage, Recipient, Ret,
 };
+
+/// The one recipient of `r` was delivered (its outcome otherwise, with `what`).
+fn assert_delivered(r: &MessageOutcome, what: &str) {
+    assert_eq!(
+        r.recipients[0].disposition,
+        Disposition::Delivered,
+        "{what}: {}",
+        r.recipients[0]
+    );
+}
 
 fn message(sender: &str, to: &str, origin: Origin, content: Vec<u8>) -> OutboundMessage {
     OutboundMessage {
@@ -63,12 +73,7 @@ fn postfix_records_the_clients_helo_and_address_after_our_xclient() {
                 CONTENT.to_vec(),
             ))
             .await;
-        assert_eq!(
-            r.recipients[0].disposition,
-            Disposition::Delivered,
-            "{}",
-            r.recipients[0]
-        );
+        assert_delivered(&r, "the message");
         assert!(r.recipients[0].text.contains("queued as"));
         out.quit().await;
     });
@@ -118,12 +123,7 @@ fn each_clients_mail_gets_its_own_connection_since_postfix_takes_xclient_once() 
             let r = out
                 .deliver(&message("s@origin.test", to, origin, CONTENT.to_vec()))
                 .await;
-            assert_eq!(
-                r.recipients[0].disposition,
-                Disposition::Delivered,
-                "{to}: {}",
-                r.recipients[0]
-            );
+            assert_delivered(&r, to);
         }
         out.quit().await;
     });
@@ -185,12 +185,7 @@ fn chunking_and_the_dsn_parameters_reach_postfix() {
         let mut out = d.open("dest.test", "").await.unwrap();
         for m in [&small, &big] {
             let r = out.deliver(m).await;
-            assert_eq!(
-                r.recipients[0].disposition,
-                Disposition::Delivered,
-                "{}",
-                r.recipients[0]
-            );
+            assert_delivered(&r, "the message");
             assert!(r.dsn_passed);
         }
         out.quit().await;
@@ -252,12 +247,7 @@ fn a_message_larger_than_postfix_takes_fails_permanently_without_being_sent() {
                 CONTENT.to_vec(),
             ))
             .await;
-        assert_eq!(
-            r.recipients[0].disposition,
-            Disposition::Delivered,
-            "{}",
-            r.recipients[0]
-        );
+        assert_delivered(&r, "the message");
         out.quit().await;
     });
     let queue = pf.wait_queue(1);
@@ -288,12 +278,7 @@ fn a_connection_postfix_timed_out_while_idle_is_replaced_before_the_next_message
             CONTENT.to_vec(),
         );
         let r = out.deliver(&second).await;
-        assert_eq!(
-            r.recipients[0].disposition,
-            Disposition::Delivered,
-            "{}",
-            r.recipients[0]
-        );
+        assert_delivered(&r, "the message");
         out.quit().await;
     });
     assert_eq!(pf.wait_queue(2).len(), 2);
