@@ -97,10 +97,57 @@ fn naive_store(dir: &Path, name: String, image: &[u8], syncs: &AtomicU64) -> std
     Ok(())
 }
 
+/// What every session of one run shares.
+#[derive(Clone)]
+struct Load {
+    design: Design,
+    total: u64,
+    spool: Arc<Spool>,
+    queue: PathBuf,
+    content: Arc<Vec<u8>>,
+    /// A spool file's worth of bytes, for the naive design to write as much.
+    image: Arc<Vec<u8>>,
+    /// Messages begun, by all sessions.
+    started: Arc<AtomicU64>,
+    naive_syncs: Arc<AtomicU64>,
+    latencies: Arc<Mutex<Vec<Duration>>>,
+}
+
+impl Load {
+    /// One session: stores messages one after the other until `total` have been begun.
+    async fn session(self) {
+        let mut mine = Vec::new();
+        while self.started.fetch_add(1, Ordering::Relaxed) < self.total {
+            let t = Instant::now();
+            let env = envelope(&self.spool);
+            match self.design {
+                Design::GroupCommit => {
+                    let mut incoming = self.spool.begin(env);
+                    incoming.write(&self.content).await.unwrap();
+                    incoming.commit().await.unwrap();
+                }
+                Design::Naive => {
+                    let (image, syncs, queue) = (
+                        self.image.clone(),
+                        self.naive_syncs.clone(),
+                        self.queue.clone(),
+                    );
+                    let name = env.id.to_string();
+                    tokio::task::spawn_blocking(move || naive_store(&queue, name, &image, &syncs))
+                        .await
+                        .unwrap()
+                        .unwrap();
+                }
+            }
+            mine.push(t.elapsed());
+        }
+        self.latencies.lock().unwrap().extend(mine);
+    }
+}
+
 fn run(base: &Path, design: Design, sessions: usize, total: u64) -> Figures {
     let _ = std::fs::remove_dir_all(base);
     let (spool, _) = Spool::open(base, SpoolOptions::default()).unwrap();
-    let queue = base.join("queue");
     let content: Arc<Vec<u8>> = Arc::new(
         b"Received: from client.example.org\r\nSubject: bench\r\n\r\n"
             .iter()
@@ -108,27 +155,26 @@ fn run(base: &Path, design: Design, sessions: usize, total: u64) -> Figures {
             .chain(std::iter::repeat_n(b'x', CONTENT))
             .collect(),
     );
-    // The size of a spool file of this message, for the naive design to write as much.
+    // The size of a spool file of this message.
     let image_len = 16 + 2 * 2 + 1024 + 200 + content.len() + 16;
-    let image = Arc::new(vec![b'y'; image_len]);
-    let started = Arc::new(AtomicU64::new(0));
-    let naive_syncs = Arc::new(AtomicU64::new(0));
-    let latencies = Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
+    let load = Load {
+        design,
+        total,
+        spool: spool.clone(),
+        queue: base.join("queue"),
+        content,
+        image: Arc::new(vec![b'y'; image_len]),
+        started: Arc::new(AtomicU64::new(0)),
+        naive_syncs: Arc::new(AtomicU64::new(0)),
+        latencies: Arc::new(Mutex::new(Vec::with_capacity(total as usize))),
+    };
     let threads = sessions.min(2);
     let before = spool.counters();
     let cpu0 = cpu_time();
     let t0 = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|t| {
-            let spool = spool.clone();
-            let (content, image, started, naive_syncs, latencies, queue) = (
-                content.clone(),
-                image.clone(),
-                started.clone(),
-                naive_syncs.clone(),
-                latencies.clone(),
-                queue.clone(),
-            );
+            let load = load.clone();
             let mine = sessions / threads + usize::from(t < sessions % threads);
             std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
@@ -138,44 +184,7 @@ fn run(base: &Path, design: Design, sessions: usize, total: u64) -> Figures {
                 let local = tokio::task::LocalSet::new();
                 local.block_on(&rt, async move {
                     let tasks: Vec<_> = (0..mine)
-                        .map(|_| {
-                            let spool = spool.clone();
-                            let (content, image, started, naive_syncs, latencies, queue) = (
-                                content.clone(),
-                                image.clone(),
-                                started.clone(),
-                                naive_syncs.clone(),
-                                latencies.clone(),
-                                queue.clone(),
-                            );
-                            tokio::task::spawn_local(async move {
-                                let mut mine = Vec::new();
-                                while started.fetch_add(1, Ordering::Relaxed) < total {
-                                    let t = Instant::now();
-                                    let env = envelope(&spool);
-                                    match design {
-                                        Design::GroupCommit => {
-                                            let mut incoming = spool.begin(env);
-                                            incoming.write(&content).await.unwrap();
-                                            incoming.commit().await.unwrap();
-                                        }
-                                        Design::Naive => {
-                                            let (image, syncs, queue) =
-                                                (image.clone(), naive_syncs.clone(), queue.clone());
-                                            let name = env.id.to_string();
-                                            tokio::task::spawn_blocking(move || {
-                                                naive_store(&queue, name, &image, &syncs)
-                                            })
-                                            .await
-                                            .unwrap()
-                                            .unwrap();
-                                        }
-                                    }
-                                    mine.push(t.elapsed());
-                                }
-                                latencies.lock().unwrap().extend(mine);
-                            })
-                        })
+                        .map(|_| tokio::task::spawn_local(load.clone().session()))
                         .collect();
                     for t in tasks {
                         t.await.unwrap();
@@ -191,11 +200,11 @@ fn run(base: &Path, design: Design, sessions: usize, total: u64) -> Figures {
     let cpu1 = cpu_time();
     let cpu = (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1);
     let after = spool.counters();
-    let mut latencies = std::mem::take(&mut *latencies.lock().unwrap());
+    let mut latencies = std::mem::take(&mut *load.latencies.lock().unwrap());
     latencies.sort();
-    drop(spool);
+    drop((spool, load.spool));
     let _ = std::fs::remove_dir_all(base);
-    let naive = naive_syncs.load(Ordering::Relaxed);
+    let naive = load.naive_syncs.load(Ordering::Relaxed);
     Figures {
         messages: latencies.len() as u64,
         wall,
