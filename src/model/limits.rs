@@ -66,18 +66,6 @@ pub fn session_option(subject: Subject) -> Option<&'static str> {
     }
 }
 
-/// Option names as `names.rs` lists them (lower case).
-pub const OPTIONS: &[&str] = &[
-    "user_message_limit",
-    "user_recipient_limit",
-    "user_session_limit",
-    "address_message_limit",
-    "address_recipient_limit",
-    "address_session_limit",
-    "relay_hosts_message_limit",
-    "relay_hosts_recipient_limit",
-];
-
 /// `count` per `window`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Rate {
@@ -118,7 +106,7 @@ impl LimitSettings {
 /// Longest window: a week (longer ones are better served by a quota system than a relay).
 pub const MAX_WINDOW: u64 = 7 * 86_400;
 
-/// Reads one of [`OPTIONS`] into `out`.
+/// Reads one of [`LIMIT_OPTIONS`](super::names::LIMIT_OPTIONS) into `out`.
 pub(super) fn read_setting(cx: &mut Cx, out: &mut LimitSettings, name: &str, s: &Setting) {
     let sessions = |n: &str, v: &Value| value::unsigned(n, v, 0, 1_000_000).map(|n| n as u32);
     let rate = |subject: Subject, measure: Measure| (subject as usize, measure as usize);
@@ -131,7 +119,7 @@ pub(super) fn read_setting(cx: &mut Cx, out: &mut LimitSettings, name: &str, s: 
         "address_recipient_limit" => rate(Subject::Address, Measure::Recipients),
         "relay_hosts_message_limit" => rate(Subject::RelayHosts, Measure::Messages),
         "relay_hosts_recipient_limit" => rate(Subject::RelayHosts, Measure::Recipients),
-        _ => unreachable!("every limits::OPTIONS name is handled"),
+        _ => unreachable!("every LIMIT_OPTIONS name is handled"),
     };
     out.rates[i][j] = cx.read(s, read_rates);
 }

@@ -454,7 +454,9 @@ fn valid_in(name: &str, kind: ScopeKind) -> bool {
     use ScopeKind::*;
     match name {
         "relay_hosts" | "require_ehlo" => matches!(kind, Global | EsmtpListener | Listen | Peer),
-        n if limits::OPTIONS.contains(&n) => matches!(kind, Global | EsmtpListener | Listen | Peer),
+        n if super::names::LIMIT_OPTIONS.contains(&n) => {
+            matches!(kind, Global | EsmtpListener | Listen | Peer)
+        }
         "enable" | "reconfig_message" | "proxy_protocol" | "proxy_protocol_timeout" => {
             matches!(kind, EsmtpListener | Listen)
         }
@@ -487,7 +489,9 @@ pub(super) fn read_setting(
         return true;
     }
     match name.as_str() {
-        n if limits::OPTIONS.contains(&n) => limits::read_setting(cx, &mut out.limits, n, s),
+        n if super::names::LIMIT_OPTIONS.contains(&n) => {
+            limits::read_setting(cx, &mut out.limits, n, s)
+        }
         "enable" => out.enable = cx.read(s, value::boolean),
         "smtp_extensions" => out.smtp_extensions = cx.read_with(s, read_extensions),
         "authloginparameters" => out.auth_login = cx.read_with(s, read_auth_parameters),

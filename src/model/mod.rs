@@ -100,7 +100,7 @@ pub fn build(root: &Scope, sources: &SourceMap) -> (Config, Diagnostics) {
             "gateway" => config.routing.gateway = cx.read(s, routing::read_gateway),
             "routes" => config.routing.routes = cx.read(s, routing::read_routes),
             "spoolbase" => config.spoolbase = cx.read_path(s),
-            name if queue::QUEUE_OPTIONS.contains(&name) => {
+            name if names::QUEUE_OPTIONS.contains(&name) => {
                 config.queue.read_setting(&mut cx, s);
             }
             "xclient" => {

@@ -90,21 +90,52 @@ impl ScopeKind {
     }
 }
 
+/// The sending limits (`limits.rs` reads them).
+pub const LIMIT_OPTIONS: &[&str] = &[
+    "user_message_limit",
+    "user_recipient_limit",
+    "user_session_limit",
+    "address_message_limit",
+    "address_recipient_limit",
+    "address_session_limit",
+    "relay_hosts_message_limit",
+    "relay_hosts_recipient_limit",
+];
+
+/// The queue's options (`queue.rs`, `QueueSettings::read_setting`).
+pub const QUEUE_OPTIONS: &[&str] = &[
+    "retry_interval",
+    "max_retry_interval",
+    "max_retries",
+    "message_expiration",
+    "generate_bounces",
+];
+
+/// The outbound session's options (`outbound.rs`; `Gateway`, `Routes` and `XCLIENT` apart).
+const OUTBOUND_OPTIONS: &[&str] = &[
+    "remote_smtp_port",
+    "tls",
+    "tls_verify",
+    "tls_ca",
+    "tls_ifavailable_fallback",
+    "max_outbound_connections",
+    "max_deliveries_per_connection",
+    "ehlo_hostname",
+    "send_8bitmime",
+    "connect_timeout",
+    "ehlo_timeout",
+    "mailfrom_timeout",
+    "rcptto_timeout",
+    "body_timeout",
+    "rset_timeout",
+    "idle_timeout",
+];
+
 /// Global options (besides the listener options Momentum also reads globally): the sending
 /// limits, the routing and queue options, and those of a Domain scope.
 const GLOBAL_OPTIONS: &[&str] = &joined::<
-    {
-        super::limits::OPTIONS.len()
-            + GLOBAL_OWN.len()
-            + super::queue::QUEUE_OPTIONS.len()
-            + super::outbound::OPTIONS.len()
-    },
->(&[
-    super::limits::OPTIONS,
-    GLOBAL_OWN,
-    super::queue::QUEUE_OPTIONS,
-    super::outbound::OPTIONS,
-]);
+    { LIMIT_OPTIONS.len() + GLOBAL_OWN.len() + QUEUE_OPTIONS.len() + OUTBOUND_OPTIONS.len() },
+>(&[LIMIT_OPTIONS, GLOBAL_OWN, QUEUE_OPTIONS, OUTBOUND_OPTIONS]);
 
 const GLOBAL_OWN: &[&str] = &[
     "relay_hosts",
@@ -124,20 +155,15 @@ const GLOBAL_OWN: &[&str] = &[
 
 /// Options of `Domain "name" { }`: the queue's, the routing ones, and the outbound session's.
 const DOMAIN_OPTIONS: &[&str] = &joined::<
-    { super::queue::QUEUE_OPTIONS.len() + DOMAIN_ROUTING.len() + super::outbound::OPTIONS.len() },
->(&[
-    super::queue::QUEUE_OPTIONS,
-    DOMAIN_ROUTING,
-    super::outbound::OPTIONS,
-]);
+    { QUEUE_OPTIONS.len() + DOMAIN_ROUTING.len() + OUTBOUND_OPTIONS.len() },
+>(&[QUEUE_OPTIONS, DOMAIN_ROUTING, OUTBOUND_OPTIONS]);
 
 const DOMAIN_ROUTING: &[&str] = &["gateway", "routes", "xclient"];
 
 /// Options of the listener family (ESMTP_Listener, Listen, Peer) and the sending limits;
 /// `listener.rs` says which of them each of the three accepts.
-pub const LISTENER_OPTIONS: &[&str] = &joined::<
-    { LISTENER_OWN.len() + super::limits::OPTIONS.len() },
->(&[LISTENER_OWN, super::limits::OPTIONS]);
+pub const LISTENER_OPTIONS: &[&str] =
+    &joined::<{ LISTENER_OWN.len() + LIMIT_OPTIONS.len() }>(&[LISTENER_OWN, LIMIT_OPTIONS]);
 
 const LISTENER_OWN: &[&str] = &[
     "enable",

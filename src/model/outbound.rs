@@ -29,26 +29,6 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The CA bundle Debian's `ca-certificates` maintains, for `TLS_Verify = ca|host`.
 pub const DEFAULT_TLS_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// Options read here, lower case (besides `Gateway`, `Routes` and `XCLIENT`).
-pub const OPTIONS: &[&str] = &[
-    "remote_smtp_port",
-    "tls",
-    "tls_verify",
-    "tls_ca",
-    "tls_ifavailable_fallback",
-    "max_outbound_connections",
-    "max_deliveries_per_connection",
-    "ehlo_hostname",
-    "send_8bitmime",
-    "connect_timeout",
-    "ehlo_timeout",
-    "mailfrom_timeout",
-    "rcptto_timeout",
-    "body_timeout",
-    "rset_timeout",
-    "idle_timeout",
-];
-
 /// Outbound `TLS`: STARTTLS towards the next hop.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum OutboundTls {

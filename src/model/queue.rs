@@ -93,15 +93,6 @@ impl QueueSettings {
     }
 }
 
-/// The option names [`QueueSettings::read_setting`] reads (lower case).
-pub const QUEUE_OPTIONS: &[&str] = &[
-    "retry_interval",
-    "max_retry_interval",
-    "max_retries",
-    "message_expiration",
-    "generate_bounces",
-];
-
 fn positive_seconds(name: &str, v: &Value) -> Read<Duration> {
     let d = value::seconds(name, v)?;
     if d.is_zero() {
